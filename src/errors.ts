@@ -1,0 +1,246 @@
+// The error tree: every error this package throws on its own account descends from QMPError.
+
+import type { Runstate } from "./runstate.js";
+
+/** Every `code` a {@link QMPError} can carry. */
+export type QMPErrorCode =
+  | "QMP_ERR_GENERIC"
+  | ConnectError["code"]
+  | StateError["code"]
+  | ProtocolErrorCode
+  | ExecuteError["code"]
+  | ExecInterruptedError["code"]
+  | SessionEndedError["code"]
+  | ListenerError["code"]
+  | MessageTooLargeError["code"]
+  | DuplicateIdError["code"];
+
+/** Codes of {@link ProtocolError} and its subclasses. */
+export type ProtocolErrorCode =
+  | "QMP_ERR_PROTOCOL"
+  | "QMP_ERR_DESERIALIZATION"
+  | "QMP_ERR_UNEXPECTED_TYPE"
+  | "QMP_ERR_SERVER_PARSE"
+  | "QMP_ERR_BAD_REPLY"
+  | "QMP_ERR_GREETING"
+  | "QMP_ERR_NEGOTIATION";
+
+/**
+ * Root of every error raised by this package (except `TypeError` for
+ * arguments of the wrong type, and the `AbortSignal` reasons, which are passed
+ * through unchanged).
+ *
+ * Branch on `instanceof` or on `code`, never on `message`.
+ */
+export class QMPError extends Error {
+  /** A stable, machine-readable identifier of the error class. */
+  readonly code: QMPErrorCode = "QMP_ERR_GENERIC";
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * A connection or session could not be established by `connect()`,
+ * `startServer()` or `accept()`.
+ *
+ * The message starts with "Failed to establish connection" when the transport
+ * failed (socket, bind, accept), or "Failed to establish session" when the
+ * greeting or negotiation failed. `cause` holds the root error.
+ */
+export class ConnectError extends QMPError {
+  override readonly code = "QMP_ERR_CONNECT" as const;
+  /** The phase message without the cause appended. */
+  readonly errorMessage: string;
+
+  constructor(errorMessage: string, cause: unknown) {
+    super(`${errorMessage}: ${describe(cause)}`, { cause });
+    this.errorMessage = errorMessage;
+  }
+}
+
+/** A method was called in a runstate that does not allow it. */
+export class StateError extends QMPError {
+  override readonly code = "QMP_ERR_STATE" as const;
+
+  constructor(
+    message: string,
+    /** The runstate the client was in. */
+    readonly state: Runstate,
+    /** The runstate the method needs. */
+    readonly required: Runstate,
+  ) {
+    super(message);
+  }
+}
+
+/** The peer broke the protocol. Fatal to the session unless stated otherwise. */
+export class ProtocolError extends QMPError {
+  override readonly code: ProtocolErrorCode = "QMP_ERR_PROTOCOL";
+}
+
+/** Inbound bytes were not valid JSON (or the stream ended inside a message). */
+export class DeserializationError extends ProtocolError {
+  override readonly code = "QMP_ERR_DESERIALIZATION" as const;
+
+  constructor(
+    message: string,
+    /** The offending text, cut to at most 1 KiB. */
+    readonly raw: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** Inbound JSON was valid but not an object. */
+export class UnexpectedTypeError extends ProtocolError {
+  override readonly code = "QMP_ERR_UNEXPECTED_TYPE" as const;
+
+  constructor(
+    message: string,
+    /** The value received. */
+    readonly value: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * QEMU answered with an `error` that carries no `id` while no id-less command
+ * was pending: it could not parse something we sent. Fatal.
+ */
+export class ServerParseError extends ProtocolError {
+  override readonly code = "QMP_ERR_SERVER_PARSE" as const;
+
+  constructor(
+    message: string,
+    /** The error message as received. */
+    readonly received: object,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A reply matched a pending command but is malformed: neither `return` nor
+ * `error`, or an `error` without string `class` and `desc`. Only the command
+ * it answers fails; the session goes on.
+ */
+export class BadReplyError extends ProtocolError {
+  override readonly code = "QMP_ERR_BAD_REPLY" as const;
+
+  constructor(
+    message: string,
+    /** The command as sent (with its id). */
+    readonly sent: object,
+    /** The reply as received. */
+    readonly received: object,
+  ) {
+    super(message);
+  }
+}
+
+/** The greeting was missing or malformed (cause of a {@link ConnectError}). */
+export class GreetingError extends ProtocolError {
+  override readonly code = "QMP_ERR_GREETING" as const;
+
+  constructor(
+    message: string,
+    /** The message received instead of a well-formed greeting, if any. */
+    readonly received?: object,
+  ) {
+    super(message);
+  }
+}
+
+/** `qmp_capabilities` failed (cause of a {@link ConnectError}). */
+export class NegotiationError extends ProtocolError {
+  override readonly code = "QMP_ERR_NEGOTIATION" as const;
+
+  constructor(
+    message: string,
+    /** The reply to `qmp_capabilities`. */
+    readonly received: object,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * QEMU answered a command with an error reply. `message` equals `desc`.
+ * This is an answer, not a failure of the session: the client stays usable.
+ */
+export class ExecuteError extends QMPError {
+  override readonly code = "QMP_ERR_EXECUTE" as const;
+  /** QEMU's error class, e.g. `GenericError`, `CommandNotFound`. */
+  readonly errorClass: string;
+  /** QEMU's human-readable description. */
+  readonly desc: string;
+
+  constructor(
+    /** The command as sent (with its id). */
+    readonly sent: object,
+    /** The whole error reply. */
+    readonly received: { error: { class: string; desc: string } },
+  ) {
+    super(received.error.desc);
+    this.errorClass = received.error.class;
+    this.desc = received.error.desc;
+  }
+}
+
+/**
+ * The session ended while a command waited for its reply. The command may or
+ * may not have run. `cause` is the error that ended the session, if any.
+ */
+export class ExecInterruptedError extends QMPError {
+  override readonly code = "QMP_ERR_EXEC_INTERRUPTED" as const;
+}
+
+/** The session ended while waiting for an event (`EventListener.get`, `waitEvent`). */
+export class SessionEndedError extends QMPError {
+  override readonly code = "QMP_ERR_SESSION_ENDED" as const;
+}
+
+/** Misuse of event listeners, or an `overflow: "error"` listener that overflowed. */
+export class ListenerError extends QMPError {
+  override readonly code = "QMP_ERR_LISTENER" as const;
+}
+
+/**
+ * A reply exceeded `maxMessageSize`. It was skipped without being buffered;
+ * only the command it answers fails and the session goes on.
+ */
+export class MessageTooLargeError extends QMPError {
+  override readonly code = "QMP_ERR_MESSAGE_TOO_LARGE" as const;
+
+  constructor(
+    /** Size of the message in bytes. */
+    readonly size: number,
+    /** The `maxMessageSize` in force. */
+    readonly limit: number,
+  ) {
+    super(
+      `Reply of ${size} bytes exceeds maxMessageSize (${limit} bytes); ` +
+        `it was skipped. Raise the client's maxMessageSize option to receive it.`,
+    );
+  }
+}
+
+/** A caller-chosen command id is already in use by a pending command. */
+export class DuplicateIdError extends QMPError {
+  override readonly code = "QMP_ERR_DUPLICATE_ID" as const;
+}
+
+/** One-line description of any thrown value, for messages and logs. */
+export function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    const prefix = typeof code === "string" && !err.message.includes(code) ? `[${code}] ` : "";
+    return `${err.name}: ${prefix}${err.message}`;
+  }
+  return String(err);
+}

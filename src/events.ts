@@ -1,0 +1,254 @@
+// EventListener: a bounded queue of QMP events with filtering, history and async iteration.
+
+import { ListenerError, SessionEndedError } from "./errors.js";
+import type { QMPEvent } from "./message.js";
+import { type CallOptions, deadline, raceSignal } from "./util.js";
+
+/** What a full listener does with one more event. */
+export type OverflowPolicy = "drop-oldest" | "drop-newest" | "error";
+
+/** Decides whether a listener takes an event (after the name check). */
+export type EventFilter = (event: QMPEvent) => boolean;
+
+/** Options of {@link EventListener}. */
+export interface EventListenerOptions {
+  /** Event names to take; a string, a list, or empty/absent for all. */
+  names?: string | Iterable<string> | undefined;
+  /** Further test, applied after `names`. */
+  filter?: EventFilter | undefined;
+  /**
+   * Most events held unconsumed (default 10 000). A consumer that keeps up
+   * never reaches it: events are handed over between socket reads.
+   */
+  maxPending?: number | undefined;
+  /**
+   * When full: `drop-oldest` (default) makes room, `drop-newest` discards the
+   * arrival, `error` discards it and makes the next `get()` (or iteration
+   * step) throw a {@link ListenerError}. All three count {@link dropped}.
+   */
+  overflow?: OverflowPolicy | undefined;
+  /** How many recent events {@link history} keeps (default 100; 0 for none). */
+  historySize?: number | undefined;
+  /**
+   * What async iteration does when the session ends and the queue is empty:
+   * `return` (default) ends the loop, `throw` throws a {@link SessionEndedError}.
+   */
+  onSessionEnd?: "return" | "throw" | undefined;
+}
+
+/** Default of {@link EventListenerOptions.maxPending}. */
+export const DEFAULT_MAX_PENDING = 10_000;
+
+const END = Symbol("end");
+type Waiter = (value: QMPEvent | typeof END) => void;
+
+// Hooks the client uses; not exported from the package.
+/** @internal */
+export const kPush: unique symbol = Symbol("push");
+/** @internal */
+export const kSessionEnded: unique symbol = Symbol("sessionEnded");
+/** @internal */
+export const kSessionStarted: unique symbol = Symbol("sessionStarted");
+/** @internal */
+export const kAttach: unique symbol = Symbol("attach");
+
+/**
+ * A queue of events, filtered by name and by a predicate. Register it with a
+ * client (`registerListener`, `listen`, or make one with `client.listener()`).
+ *
+ * Each registered listener gets its own copy of each event it takes; within
+ * one listener each event goes to exactly one consumer (`get()` or an
+ * iterator). Iterating ends when the client's session ends, once the queued
+ * events are consumed.
+ */
+export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
+  /** Names taken, or `undefined` for all. */
+  readonly names: ReadonlySet<string> | undefined;
+  /** The extra predicate, if any. */
+  readonly filter: EventFilter | undefined;
+  /** The bound on unconsumed events. */
+  readonly maxPending: number;
+  /** The overflow policy. */
+  readonly overflow: OverflowPolicy;
+  readonly #historySize: number;
+  readonly #throwOnEnd: boolean;
+  /** Ring of queued events: `#queue[#head .. ]`. */
+  #queue: QMPEvent[] = [];
+  #head = 0;
+  #history: QMPEvent[] = [];
+  #historyHead = 0;
+  #waiters: Waiter[] = [];
+  #dropped = 0;
+  #overflowed = false;
+  #ended: unknown = undefined;
+  #isEnded = false;
+  readonly #detachers = new Set<() => void>();
+
+  /**
+   * @throws {RangeError} when `maxPending` is below 1 or `historySize` below 0.
+   */
+  constructor(options: EventListenerOptions = {}) {
+    const names = options.names;
+    const set = typeof names === "string" ? new Set([names]) : new Set(names ?? []);
+    this.names = set.size > 0 ? set : undefined;
+    this.filter = options.filter;
+    this.maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
+    if (!(this.maxPending >= 1)) throw new RangeError("maxPending must be at least 1");
+    this.overflow = options.overflow ?? "drop-oldest";
+    this.#historySize = options.historySize ?? 100;
+    if (!(this.#historySize >= 0)) throw new RangeError("historySize must be 0 or more");
+    this.#throwOnEnd = options.onSessionEnd === "throw";
+  }
+
+  /** Events lost to the overflow policy since the listener was made. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Number of events waiting to be consumed. */
+  get pending(): number {
+    return this.#queue.length - this.#head;
+  }
+
+  /** The last `historySize` events taken, oldest first (consumed or not). */
+  get history(): QMPEvent[] {
+    const h = this.#history;
+    return [...h.slice(this.#historyHead), ...h.slice(0, this.#historyHead)];
+  }
+
+  /** Whether the name check and the filter let `event` in. */
+  accepts(event: QMPEvent): boolean {
+    if (this.names !== undefined && !this.names.has(event.event)) return false;
+    return this.filter === undefined || this.filter(event);
+  }
+
+  /** Whether no event is waiting. */
+  empty(): boolean {
+    return this.pending === 0;
+  }
+
+  /** Remove and return every waiting event. */
+  clear(): QMPEvent[] {
+    const events = this.#queue.slice(this.#head);
+    this.#queue = [];
+    this.#head = 0;
+    return events;
+  }
+
+  /**
+   * The next event: a waiting one at once, else the next to arrive.
+   *
+   * @throws {SessionEndedError} when nothing is waiting and the session has
+   *   ended (at once, or when it ends while waiting).
+   * @throws {ListenerError} once after events were lost with `overflow: "error"`.
+   * @throws the `signal`'s reason on abort or timeout.
+   */
+  async get(options: CallOptions = {}): Promise<QMPEvent> {
+    const event = await this.#next(options);
+    if (event === END) throw this.#endError();
+    return event;
+  }
+
+  /** Iterate over events until the session ends (see `onSessionEnd`). */
+  async *[Symbol.asyncIterator](): AsyncIterator<QMPEvent> {
+    for (;;) {
+      const event = await this.#next({});
+      if (event === END) {
+        if (this.#throwOnEnd) throw this.#endError();
+        return;
+      }
+      yield event;
+    }
+  }
+
+  /** Unregister from every client this listener is registered with. */
+  [Symbol.dispose](): void {
+    for (const detach of [...this.#detachers]) detach();
+  }
+
+  #endError(): SessionEndedError {
+    return new SessionEndedError("The session ended while waiting for an event", {
+      cause: this.#ended,
+    });
+  }
+
+  #next(options: CallOptions): Promise<QMPEvent | typeof END> {
+    if (this.#overflowed) {
+      this.#overflowed = false;
+      return Promise.reject(
+        new ListenerError(`Event listener overflowed: ${this.#dropped} event(s) dropped so far`),
+      );
+    }
+    if (this.#head < this.#queue.length) return Promise.resolve(this.#shift());
+    if (this.#isEnded) return Promise.resolve(END);
+    const { signal, timeout } = options;
+    let waiter!: Waiter;
+    const promise = new Promise<QMPEvent | typeof END>((resolve) => {
+      waiter = resolve;
+      this.#waiters.push(waiter);
+    });
+    if (signal === undefined && timeout === undefined) return promise;
+    const d = deadline(options);
+    return raceSignal(promise, d.signal, () => {
+      const i = this.#waiters.indexOf(waiter);
+      if (i !== -1) this.#waiters.splice(i, 1);
+    }).finally(d.dispose);
+  }
+
+  #shift(): QMPEvent {
+    const event = this.#queue[this.#head]!;
+    this.#head++;
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+    return event;
+  }
+
+  /** @internal A new event for this listener (already checked with {@link accepts}). */
+  [kPush](event: QMPEvent): void {
+    if (this.#historySize > 0) {
+      if (this.#history.length < this.#historySize) this.#history.push(event);
+      else {
+        this.#history[this.#historyHead] = event;
+        this.#historyHead = (this.#historyHead + 1) % this.#historySize;
+      }
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) {
+      waiter(event);
+      return;
+    }
+    if (this.pending >= this.maxPending) {
+      this.#dropped++;
+      if (this.overflow === "drop-oldest") this.#shift();
+      else {
+        if (this.overflow === "error") this.#overflowed = true;
+        return;
+      }
+    }
+    this.#queue.push(event);
+  }
+
+  /** @internal The session ended: wake every waiter. */
+  [kSessionEnded](cause: unknown): void {
+    this.#isEnded = true;
+    this.#ended = cause;
+    for (const waiter of this.#waiters.splice(0)) waiter(END);
+  }
+
+  /** @internal A session started: waiting makes sense again. */
+  [kSessionStarted](): void {
+    this.#isEnded = false;
+    this.#ended = undefined;
+  }
+
+  /** @internal Remember how to unregister from a client; returns the forgetter. */
+  [kAttach](detach: () => void): () => void {
+    this.#detachers.add(detach);
+    return () => this.#detachers.delete(detach);
+  }
+}

@@ -1,0 +1,66 @@
+// The package's public surface: explicit named exports only.
+
+export {
+  QMPClient,
+  type QMPClientOptions,
+  type ExecuteOptions,
+  type RawOptions,
+  type ExecuteAndWaitOptions,
+  type WaitEventOptions,
+} from "./qmp-client.js";
+export {
+  Protocol,
+  type ProtocolOptions,
+  type ProtocolEvents,
+  type ConnectOptions,
+  type AcceptOptions,
+  type StartServerOptions,
+} from "./protocol.js";
+export { Runstate } from "./runstate.js";
+export {
+  EventListener,
+  DEFAULT_MAX_PENDING,
+  type EventListenerOptions,
+  type EventFilter,
+  type OverflowPolicy,
+} from "./events.js";
+export {
+  QMPError,
+  ConnectError,
+  StateError,
+  ProtocolError,
+  DeserializationError,
+  UnexpectedTypeError,
+  ServerParseError,
+  BadReplyError,
+  GreetingError,
+  NegotiationError,
+  ExecuteError,
+  ExecInterruptedError,
+  SessionEndedError,
+  ListenerError,
+  MessageTooLargeError,
+  DuplicateIdError,
+  type QMPErrorCode,
+  type ProtocolErrorCode,
+} from "./errors.js";
+export {
+  parseAddress,
+  type SocketAddress,
+  type InetAddress,
+  type UnixAddress,
+  type ListenOptions,
+} from "./transport.js";
+export { JsonObjectScanner, DEFAULT_MAX_MESSAGE_SIZE, type Frame, type ScannerOptions } from "./framing.js";
+export type {
+  JsonValue,
+  JsonObject,
+  Greeting,
+  QemuVersion,
+  CommandMessage,
+  ReturnMessage,
+  ErrorMessage,
+  ReplyMessage,
+  QMPEvent,
+} from "./message.js";
+export { redact, REDACTED, type Logger, type CallOptions } from "./util.js";

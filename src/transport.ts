@@ -1,0 +1,331 @@
+// Addresses and byte streams: connecting to UNIX and TCP sockets, and listening for one peer.
+//
+// This is the seam where TLS and file-descriptor passing plug in: everything
+// above it sees a Duplex.
+
+import { randomBytes } from "node:crypto";
+import { statSync, unlinkSync } from "node:fs";
+import { chmod, lstat, mkdir, rename, rm, stat } from "node:fs/promises";
+import net from "node:net";
+import { dirname, join } from "node:path";
+import type { Duplex } from "node:stream";
+
+/** A TCP address. */
+export interface InetAddress {
+  host: string;
+  port: number;
+}
+
+/** A UNIX socket address given as an object. */
+export interface UnixAddress {
+  path: string;
+}
+
+/**
+ * Where to connect or listen: a UNIX socket path, `{ path }`, `{ host, port }`,
+ * or (for `connect()` only) an already-connected socket or any `Duplex`.
+ */
+export type SocketAddress = string | UnixAddress | InetAddress | Duplex;
+
+/**
+ * Parse an address as typed on a command line: `"/path/to/sock"`,
+ * `"host:port"`, `"[::1]:port"`. Anything that starts with `/` or `.`, or has
+ * no colon, is a UNIX socket path.
+ *
+ * @throws {TypeError} when the port is not a number from 0 to 65535, or a
+ *   bracketed IPv6 address is malformed.
+ */
+export function parseAddress(text: string): string | InetAddress {
+  if (text.startsWith("/") || text.startsWith(".") || !text.includes(":")) return text;
+  let host: string;
+  let port: string;
+  if (text.startsWith("[")) {
+    const close = text.indexOf("]");
+    if (close === -1 || text[close + 1] !== ":") {
+      throw new TypeError(`Invalid address '${text}': expected '[ipv6]:port'`);
+    }
+    host = text.slice(1, close);
+    port = text.slice(close + 2);
+  } else {
+    const colon = text.lastIndexOf(":");
+    host = text.slice(0, colon);
+    port = text.slice(colon + 1);
+    if (host.includes(":")) {
+      throw new TypeError(`Invalid address '${text}': write IPv6 addresses as '[${host}]:${port}'`);
+    }
+  }
+  if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) {
+    throw new TypeError(`Invalid address '${text}': port '${port}' is not a number from 0 to 65535`);
+  }
+  return { host: host === "" ? "localhost" : host, port: Number(port) };
+}
+
+/** Human-readable form of an address, for logs and error messages. */
+export function formatAddress(address: SocketAddress): string {
+  if (typeof address === "string") return address;
+  if ("path" in address && typeof address.path === "string") return address.path;
+  if ("host" in address && "port" in address) {
+    const { host, port } = address as InetAddress;
+    return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  }
+  return "<stream>";
+}
+
+function isInet(address: SocketAddress): address is InetAddress {
+  return typeof address === "object" && "port" in address && "host" in address;
+}
+
+function isUnix(address: SocketAddress): address is string | UnixAddress {
+  return typeof address === "string" || ("path" in address && typeof address.path === "string");
+}
+
+function unixPath(address: string | UnixAddress): string {
+  return typeof address === "string" ? address : address.path;
+}
+
+/** Run `fn` until it settles or `signal` aborts; on abort, `cleanup` and reject with the reason. */
+function abortable<T>(
+  signal: AbortSignal | undefined,
+  fn: (resolve: (v: T) => void, reject: (e: unknown) => void) => void,
+  cleanup: () => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    if (signal?.aborted) {
+      cleanup();
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = (): void => {
+      cleanup();
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    fn(
+      (v) => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal?.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+/**
+ * Open a byte stream to `address`. A `Duplex` is used as it is (a socket
+ * still connecting is waited for).
+ *
+ * @throws the socket's error (`ECONNREFUSED`, `ENOENT`, …), or the signal's
+ *   reason on abort.
+ */
+export function openStream(address: SocketAddress, signal?: AbortSignal): Promise<Duplex> {
+  let socket: Duplex;
+  if (isInet(address)) {
+    socket = net.connect({ host: address.host, port: address.port });
+  } else if (isUnix(address)) {
+    socket = net.connect({ path: unixPath(address) });
+  } else {
+    socket = address;
+    if (!(socket instanceof net.Socket) || !socket.connecting) {
+      if (socket.destroyed) return Promise.reject(new Error("The given stream is already destroyed"));
+      return signal?.aborted ? Promise.reject(signal.reason) : Promise.resolve(socket);
+    }
+  }
+  const sock = socket as net.Socket;
+  return abortable<Duplex>(
+    signal,
+    (resolve, reject) => {
+      const onError = (err: Error): void => {
+        sock.off("connect", onConnect);
+        sock.destroy();
+        reject(err);
+      };
+      const onConnect = (): void => {
+        sock.off("error", onError);
+        resolve(sock);
+      };
+      sock.once("error", onError);
+      sock.once("connect", onConnect);
+    },
+    () => sock.destroy(),
+  );
+}
+
+/** Options of {@link Listener.listen}. */
+export interface ListenOptions {
+  /** Mode of a UNIX socket file; default `0o600` (owner only). */
+  mode?: number;
+}
+
+function addressInUse(path: string): Error {
+  return Object.assign(new Error(`listen EADDRINUSE: address already in use ${path}`), {
+    code: "EADDRINUSE",
+    path,
+  });
+}
+
+/** Whether something accepts connections on the UNIX socket at `path`. */
+function probeUnix(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ path });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+/**
+ * A listening socket that accepts exactly one peer: the first connection is
+ * kept, the listener stops at once, and any connection racing with it is
+ * closed.
+ */
+export class Listener {
+  readonly #server: net.Server;
+  readonly #unixPath: string | undefined;
+  #unixIno: number | undefined;
+  #peer: net.Socket | undefined;
+  #waiter: ((s: net.Socket) => void) | undefined;
+  #closed = false;
+
+  private constructor(server: net.Server, unixPath: string | undefined) {
+    this.#server = server;
+    this.#unixPath = unixPath;
+    server.on("connection", (socket) => {
+      if (this.#peer !== undefined || this.#closed) {
+        socket.destroy();
+        return;
+      }
+      this.#peer = socket;
+      this.#stopListening();
+      const waiter = this.#waiter;
+      this.#waiter = undefined;
+      waiter?.(socket);
+    });
+    // Errors after listen() (rare: EMFILE on accept) must not crash the process.
+    server.on("error", () => {});
+  }
+
+  /**
+   * Listen on `address`. A UNIX socket is bound inside a private directory,
+   * given `mode`, then renamed into place, so nobody can connect before its
+   * mode is set. A stale socket file (nobody listening) is replaced.
+   *
+   * @throws an `EADDRINUSE` error when a live listener owns the path or port;
+   *   an `EEXIST` error when a non-socket file is in the way (it is never
+   *   deleted); other socket errors as they come.
+   */
+  static async listen(
+    address: string | UnixAddress | InetAddress,
+    options: ListenOptions = {},
+  ): Promise<Listener> {
+    const server = net.createServer({ pauseOnConnect: false });
+    if (isInet(address)) {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen({ host: address.host, port: address.port, backlog: 1 }, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      return new Listener(server, undefined);
+    }
+    const path = unixPath(address);
+    const existing = await lstat(path).catch(() => undefined);
+    if (existing !== undefined) {
+      if (!existing.isSocket()) {
+        throw Object.assign(
+          new Error(`Refusing to listen on ${path}: a file that is not a socket is in the way`),
+          { code: "EEXIST", path },
+        );
+      }
+      if (await probeUnix(path)) throw addressInUse(path);
+    }
+    const dir = join(dirname(path), `.qmp-${randomBytes(6).toString("hex")}`);
+    await mkdir(dir, { mode: 0o700 });
+    try {
+      const tmp = join(dir, "s");
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen({ path: tmp, backlog: 1 }, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      try {
+        await chmod(tmp, options.mode ?? 0o600);
+        // A live listener may have appeared since the probe; do not steal its path.
+        if (existing === undefined && (await lstat(path).catch(() => undefined)) !== undefined) {
+          if (await probeUnix(path)) throw addressInUse(path);
+        }
+        await rename(tmp, path);
+      } catch (err) {
+        server.close();
+        throw err;
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    const listener = new Listener(server, path);
+    listener.#unixIno = (await stat(path)).ino;
+    return listener;
+  }
+
+  /** The address actually bound (with the real port when 0 was asked for). */
+  get address(): string | InetAddress {
+    if (this.#unixPath !== undefined) return this.#unixPath;
+    const a = this.#server.address() as net.AddressInfo | null;
+    return a === null ? { host: "", port: 0 } : { host: a.address, port: a.port };
+  }
+
+  /**
+   * Wait for the one peer (or take the one that already came).
+   *
+   * @throws the signal's reason on abort; an error if the listener was closed.
+   */
+  accept(signal?: AbortSignal): Promise<net.Socket> {
+    if (this.#peer !== undefined) {
+      const peer = this.#peer;
+      return signal?.aborted ? Promise.reject(signal.reason) : Promise.resolve(peer);
+    }
+    if (this.#closed) return Promise.reject(new Error("The listener is closed"));
+    return abortable<net.Socket>(
+      signal,
+      (resolve) => {
+        this.#waiter = resolve;
+      },
+      () => {
+        this.#waiter = undefined;
+      },
+    );
+  }
+
+  #stopListening(): void {
+    if (!this.#server.listening) return;
+    this.#server.close();
+    this.#removeSocketFile();
+  }
+
+  #removeSocketFile(): void {
+    const path = this.#unixPath;
+    const ino = this.#unixIno;
+    if (path === undefined || ino === undefined) return;
+    this.#unixIno = undefined;
+    // Remove the file only if it is still ours.
+    try {
+      if (statSync(path).ino === ino) unlinkSync(path);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  /** Stop listening, remove the socket file, and drop a peer not yet taken by `accept()`. */
+  close(options: { keepPeer?: boolean } = {}): void {
+    this.#closed = true;
+    this.#stopListening();
+    if (!options.keepPeer) this.#peer?.destroy();
+  }
+}

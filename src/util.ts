@@ -1,0 +1,183 @@
+// Small shared helpers: deferred promises, deadlines, logging, redaction.
+
+import { debuglog } from "node:util";
+
+/** A promise with its resolve and reject functions outside. */
+export interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+  reject: (reason: unknown) => void;
+}
+
+/** Make a {@link Deferred}. */
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** The reason `AbortSignal.timeout()` gives: a `DOMException` named `TimeoutError`. */
+export function timeoutError(): DOMException {
+  return new DOMException("The operation was aborted due to timeout", "TimeoutError");
+}
+
+/** Cancellation options taken by every asynchronous call. */
+export interface CallOptions {
+  /** Abort the wait; the call rejects with `signal.reason` as it is. */
+  signal?: AbortSignal | undefined;
+  /** Milliseconds before the call rejects with a `TimeoutError` `DOMException`. */
+  timeout?: number | undefined;
+}
+
+/**
+ * One signal for a user signal and a timeout. Call `dispose()` when the
+ * operation is over, to clear the timer and the listener at once.
+ */
+export function deadline(
+  options: CallOptions,
+  ...more: (AbortSignal | undefined)[]
+): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const sources = [options.signal, ...more].filter((s): s is AbortSignal => s !== undefined);
+  const listeners: (() => void)[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const dispose = (): void => {
+    if (timer !== undefined) clearTimeout(timer);
+    sources.forEach((s, i) => s.removeEventListener("abort", listeners[i]!));
+  };
+  for (const s of sources) {
+    const onAbort = (): void => {
+      dispose();
+      controller.abort(s.reason);
+    };
+    listeners.push(onAbort);
+    if (s.aborted) {
+      controller.abort(s.reason);
+      break;
+    }
+    s.addEventListener("abort", onAbort, { once: true });
+  }
+  const timeout = options.timeout;
+  if (timeout !== undefined && timeout !== Infinity && !controller.signal.aborted) {
+    if (!(timeout >= 0)) throw new RangeError(`timeout must be a number of milliseconds, got ${timeout}`);
+    timer = setTimeout(() => {
+      dispose();
+      controller.abort(timeoutError());
+    }, timeout);
+  }
+  return { signal: controller.signal, dispose };
+}
+
+/**
+ * Wait for `promise`, or reject with the signal's reason when it aborts
+ * (calling `onAbort` first). The abort listener is removed either way.
+ */
+export function raceSignal<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  onAbort?: () => void,
+): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) {
+    onAbort?.();
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const abort = (): void => {
+      onAbort?.();
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener("abort", abort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener("abort", abort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", abort);
+        reject(e as Error);
+      },
+    );
+  });
+}
+
+/**
+ * Where log lines go: `console`, pino, winston or anything else with these
+ * four methods.
+ */
+export interface Logger {
+  debug(message: string, ...args: unknown[]): void;
+  info(message: string, ...args: unknown[]): void;
+  warn(message: string, ...args: unknown[]): void;
+  error(message: string, ...args: unknown[]): void;
+}
+
+const nodeDebug = debuglog("qmp");
+
+/** Whether `NODE_DEBUG=qmp` is set. */
+export function debugEnabled(): boolean {
+  return nodeDebug.enabled;
+}
+
+/** The default logger: everything to `util.debuglog('qmp')` (silent unless `NODE_DEBUG=qmp`). */
+export const debugLogger: Logger = {
+  debug: (m, ...a) => nodeDebug(m, ...a),
+  info: (m, ...a) => nodeDebug(m, ...a),
+  warn: (m, ...a) => nodeDebug(`WARNING: ${m}`, ...a),
+  error: (m, ...a) => nodeDebug(`ERROR: ${m}`, ...a),
+};
+
+/** Placeholder that replaces secret values in traces. */
+export const REDACTED = "<redacted>";
+
+const SECRET_KEY = /pass(?:word|phrase)?|secret|token|(?:^|[-_])key$/i;
+
+/**
+ * A copy of a QMP message safe to log: values of arguments named like a
+ * secret (`password`, `secret`, `key`, `token`…), the `data` of a `secret`
+ * object (`object-add`), and every argument of `set_password` are replaced by
+ * `"<redacted>"`. The message itself is not changed.
+ */
+export function redact(message: unknown): unknown {
+  if (typeof message !== "object" || message === null) return message;
+  const m = message as Record<string, unknown>;
+  const command = m["execute"] ?? m["exec-oob"];
+  const args = m["arguments"];
+  if (typeof args === "object" && args !== null && !Array.isArray(args)) {
+    let redactedArgs: unknown;
+    if (command === "set_password" || command === "expire_password") {
+      redactedArgs = Object.fromEntries(
+        Object.entries(args).map(([k, v]) => [k, k === "protocol" ? v : REDACTED]),
+      );
+    } else {
+      redactedArgs = redactDeep(args, command === "object-add" && isSecretObject(args));
+    }
+    return { ...m, arguments: redactedArgs };
+  }
+  return redactDeep(m, false);
+}
+
+function isSecretObject(args: object): boolean {
+  const type = (args as Record<string, unknown>)["qom-type"];
+  return typeof type === "string" && type.startsWith("secret");
+}
+
+function redactDeep(value: unknown, secretData: boolean): unknown {
+  if (Array.isArray(value)) return value.map((v) => redactDeep(v, false));
+  if (typeof value !== "object" || value === null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = SECRET_KEY.test(k) || (secretData && k === "data") ? REDACTED : redactDeep(v, false);
+  }
+  return out;
+}
+
+/** JSON for a trace line, cut to `limit` characters. */
+export function traceText(message: unknown, limit = 2048): string {
+  const text = JSON.stringify(redact(message));
+  return text.length <= limit ? text : `${text.slice(0, limit)}… (${text.length} chars)`;
+}
