@@ -1,0 +1,277 @@
+// A scriptable fake QMP server for tests: greeting, command handlers, events and raw bytes on demand.
+
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { JsonObjectScanner } from "../framing.js";
+import type { Greeting, JsonValue, QMPEvent } from "../message.js";
+import type { InetAddress } from "../transport.js";
+
+/** What a handler may answer: a `return` value, a QMP error, or nothing (no reply). */
+export type HandlerResult =
+  | { return: JsonValue }
+  | { error: { class: string; desc: string } }
+  | undefined;
+
+/** Answers one command. May be async; may use `peer` to send events or bytes first. */
+export type CommandHandler = (
+  args: Record<string, unknown> | undefined,
+  message: Record<string, unknown>,
+  peer: FakePeer,
+) => HandlerResult | Promise<HandlerResult>;
+
+/** Options of {@link FakeQMPServer} and {@link FakePeer}. */
+export interface FakeServerOptions {
+  /** The greeting sent on connection; `false` for none (guest agent style). */
+  greeting?: Greeting | Record<string, unknown> | false;
+  /** Capabilities in the default greeting (default `["oob"]`). */
+  capabilities?: string[];
+  /** Handlers by command name; they override the built-in ones. */
+  handlers?: Record<string, CommandHandler>;
+  /** Line ending after each message sent (default `"\r\n"`, as QEMU). */
+  lineEnding?: string;
+}
+
+/** The default greeting, as QEMU 10.0 sends it. */
+export function defaultGreeting(capabilities: string[] = ["oob"]): Greeting {
+  return {
+    QMP: {
+      version: { qemu: { micro: 0, minor: 0, major: 10 }, package: "fake" },
+      capabilities,
+    },
+  };
+}
+
+/** A QMP event with the current time as its timestamp. */
+export function makeEvent(name: string, data?: Record<string, unknown>): QMPEvent {
+  const now = Date.now();
+  const event: QMPEvent = {
+    timestamp: { seconds: Math.floor(now / 1000), microseconds: (now % 1000) * 1000 },
+    event: name,
+  };
+  if (data !== undefined) event.data = data as NonNullable<QMPEvent["data"]>;
+  return event;
+}
+
+/**
+ * One connection of the fake server: answers commands through handlers and
+ * lets the test send anything at any time.
+ */
+export class FakePeer {
+  /** The underlying socket. */
+  readonly socket: net.Socket;
+  /** Every message received, in order. */
+  readonly received: Record<string, unknown>[] = [];
+  readonly #options: FakeServerOptions;
+  readonly #handlers: Record<string, CommandHandler>;
+  #waiters: ((m: Record<string, unknown>) => void)[] = [];
+  #cursor = 0;
+  /** Resolves when the connection closes. */
+  readonly closed: Promise<void>;
+
+  constructor(socket: net.Socket, options: FakeServerOptions = {}) {
+    this.socket = socket;
+    this.#options = options;
+    this.#handlers = {
+      qmp_capabilities: () => ({ return: {} }),
+      "query-version": () => ({
+        return: { qemu: { micro: 0, minor: 0, major: 10 }, package: "fake" },
+      }),
+      "query-status": () => ({ return: { status: "running", running: true } }),
+      quit: (_a, _m, peer) => {
+        setImmediate(() => peer.end());
+        return { return: {} };
+      },
+      ...options.handlers,
+    };
+    this.closed = new Promise((resolve) => socket.once("close", () => resolve()));
+    socket.on("error", () => {});
+    const scanner = new JsonObjectScanner({ maxMessageSize: Infinity });
+    socket.on("data", (chunk: Buffer) => {
+      try {
+        scanner.push(chunk, (frame) => {
+          if (frame.kind === "message") this.#onMessage(frame.value);
+        });
+      } catch {
+        socket.destroy();
+      }
+    });
+    if (options.greeting !== false) {
+      this.send(options.greeting ?? defaultGreeting(options.capabilities));
+    }
+  }
+
+  /** Send one message (JSON and the line ending). */
+  send(message: unknown): void {
+    this.write(JSON.stringify(message) + (this.#options.lineEnding ?? "\r\n"));
+  }
+
+  /** Send an event. */
+  sendEvent(name: string, data?: Record<string, unknown>): void {
+    this.send(makeEvent(name, data));
+  }
+
+  /** Write raw bytes (garbage, partial messages, split writes). */
+  write(data: string | Uint8Array): void {
+    if (!this.socket.destroyed) this.socket.write(data);
+  }
+
+  /** Close cleanly (FIN). */
+  end(): void {
+    this.socket.end();
+  }
+
+  /** Close abruptly (RST on TCP). */
+  reset(): void {
+    if (typeof this.socket.resetAndDestroy === "function" && this.socket.remoteFamily !== undefined) {
+      this.socket.resetAndDestroy();
+    } else {
+      this.socket.destroy();
+    }
+  }
+
+  /** The next message received that was not yet returned by this method. */
+  nextMessage(): Promise<Record<string, unknown>> {
+    const m = this.received[this.#cursor];
+    if (m !== undefined) {
+      this.#cursor++;
+      return Promise.resolve(m);
+    }
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Set or replace the handler of a command. */
+  handle(command: string, handler: CommandHandler): void {
+    this.#handlers[command] = handler;
+  }
+
+  #onMessage(message: Record<string, unknown>): void {
+    this.received.push(message);
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) {
+      this.#cursor++;
+      waiter(message);
+    }
+    const command = message["execute"] ?? message["exec-oob"];
+    if (typeof command !== "string") return;
+    const handler = this.#handlers[command];
+    const reply = (result: HandlerResult): void => {
+      if (result === undefined) return;
+      const out: Record<string, unknown> = { ...result };
+      if ("id" in message) out["id"] = message["id"];
+      this.send(out);
+    };
+    if (handler === undefined) {
+      reply({ error: { class: "CommandNotFound", desc: `The command ${command} has not been found` } });
+      return;
+    }
+    const args = message["arguments"] as Record<string, unknown> | undefined;
+    Promise.resolve()
+      .then(() => handler(args, message, this))
+      .then(reply, (err: unknown) =>
+        reply({ error: { class: "GenericError", desc: String(err) } }),
+      );
+  }
+}
+
+/**
+ * A fake QMP server listening on a UNIX socket in a private temp directory
+ * (or a given address). Each connection becomes a {@link FakePeer}.
+ *
+ * ```ts
+ * await using server = await FakeQMPServer.listen({ handlers: { stop: () => ({ return: {} }) } });
+ * await client.connect(server.address);
+ * const peer = await server.peer();
+ * ```
+ */
+export class FakeQMPServer {
+  readonly #server: net.Server;
+  readonly #dir: string | undefined;
+  readonly #peers: FakePeer[] = [];
+  #cursor = 0;
+  #waiters: ((p: FakePeer) => void)[] = [];
+  /** The address to connect to. */
+  readonly address: string | InetAddress;
+
+  private constructor(server: net.Server, dir: string | undefined, address: string | InetAddress) {
+    this.#server = server;
+    this.#dir = dir;
+    this.address = address;
+  }
+
+  /**
+   * Start listening: on a new UNIX socket (default) or at `address`
+   * (`{ host, port: 0 }` picks a free port).
+   */
+  static async listen(
+    options: FakeServerOptions = {},
+    address?: string | InetAddress,
+  ): Promise<FakeQMPServer> {
+    let dir: string | undefined;
+    let where = address;
+    if (where === undefined) {
+      dir = mkdtempSync(join(tmpdir(), "qmp-fake-"));
+      where = join(dir, "qmp.sock");
+    }
+    let self: FakeQMPServer | undefined;
+    const server = net.createServer((socket) => {
+      const peer = new FakePeer(socket, options);
+      self!.#peers.push(peer);
+      const waiter = self!.#waiters.shift();
+      if (waiter !== undefined) {
+        self!.#cursor++;
+        waiter(peer);
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      if (typeof where === "string") server.listen(where, resolve);
+      else server.listen({ host: where.host, port: where.port }, resolve);
+    });
+    let bound: string | InetAddress = where;
+    if (typeof where !== "string") {
+      const a = server.address() as net.AddressInfo;
+      bound = { host: where.host, port: a.port };
+    }
+    self = new FakeQMPServer(server, dir, bound);
+    return self;
+  }
+
+  /**
+   * Connect to a client that listens (`startServer()`), like QEMU started
+   * with `-chardev socket,…` without `server=on`.
+   */
+  static connectTo(address: string | InetAddress, options: FakeServerOptions = {}): Promise<FakePeer> {
+    return new Promise((resolve, reject) => {
+      const socket =
+        typeof address === "string" ? net.connect(address) : net.connect(address.port, address.host);
+      socket.once("error", reject);
+      socket.once("connect", () => {
+        socket.off("error", reject);
+        resolve(new FakePeer(socket, options));
+      });
+    });
+  }
+
+  /** The next connection not yet returned by this method. */
+  peer(): Promise<FakePeer> {
+    const p = this.#peers[this.#cursor];
+    if (p !== undefined) {
+      this.#cursor++;
+      return Promise.resolve(p);
+    }
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Stop listening, drop every connection, remove the temp directory. */
+  async close(): Promise<void> {
+    for (const p of this.#peers) p.socket.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    if (this.#dir !== undefined) rmSync(this.#dir, { recursive: true, force: true });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

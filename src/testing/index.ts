@@ -1,0 +1,11 @@
+// The public test kit: a fake QMP server for users' own tests (`qmp/testing`).
+
+export {
+  FakeQMPServer,
+  FakePeer,
+  defaultGreeting,
+  makeEvent,
+  type FakeServerOptions,
+  type CommandHandler,
+  type HandlerResult,
+} from "./fake-server.js";
