@@ -41,6 +41,9 @@ const MAX_ID_BYTES = 1024;
 /** How much of a bad message an error carries. */
 const MAX_ERROR_SNIPPET = 1024;
 
+/** After this many lines that were not one whole object, stop trying the line fast path. */
+const MAX_LINE_MISSES = 8;
+
 /** Default `maxMessageSize`: 10 MiB. */
 export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
 
@@ -81,6 +84,13 @@ export class JsonObjectScanner {
   /** Size of the current message so far, counting bytes of earlier chunks. */
   #size = 0;
   #oversize = false;
+  /** Lines that were not a whole object; past MAX_LINE_MISSES the line fast path is off. */
+  #lineMisses = 0;
+  /** The next message is being re-scanned after a line fast-path miss. */
+  #noLineFastPath = false;
+  /** Chunks of a message held by the line fast path until its newline comes. */
+  #lineParts: Buffer[] | undefined;
+  #lineSize = 0;
 
   constructor(options: ScannerOptions = {}) {
     const max = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
@@ -90,12 +100,12 @@ export class JsonObjectScanner {
 
   /** Bytes of an unfinished message held in memory. */
   get buffered(): number {
-    return this.#oversize ? 0 : this.#size;
+    return this.#lineSize + (this.#oversize ? 0 : this.#size);
   }
 
   /** Whether the scanner is between messages (nothing unfinished). */
   get idle(): boolean {
-    return this.#depth === 0 && !this.#scalar;
+    return this.#depth === 0 && !this.#scalar && this.#lineParts === undefined;
   }
 
   /**
@@ -109,6 +119,73 @@ export class JsonObjectScanner {
     const buf = Buffer.isBuffer(chunk)
       ? chunk
       : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (buf.length === 0) return;
+    if (this.#lineParts === undefined) {
+      this.#scan(buf, sink);
+      return;
+    }
+    // A message is held by the line fast path: look for its newline only.
+    const nl = buf.indexOf(NEWLINE);
+    if (nl === -1) {
+      if (this.#lineSize + buf.length <= this.#max) this.#hold(buf, sink);
+      else this.#replay(buf, sink);
+      return;
+    }
+    const size = this.#lineSize + nl;
+    if (size <= this.#max) {
+      const whole = Buffer.concat([...this.#lineParts, buf.subarray(0, nl)], size);
+      const value = tryParseObject(whole, 0, size);
+      if (value !== undefined) {
+        this.#lineParts = undefined;
+        this.#lineSize = 0;
+        sink({ kind: "message", value, size: trimmedSize(buf, nl, size) });
+        this.#scan(buf.subarray(nl + 1), sink);
+        return;
+      }
+    }
+    this.#replay(buf, sink);
+  }
+
+  /**
+   * Hold `part` of a message on the line fast path. A peer that sends no
+   * newline must not leave a message hanging: when the part ends in `}`, try
+   * the held bytes as a whole object now.
+   */
+  #hold(part: Buffer, sink: (frame: Frame) => void): void {
+    if (this.#lineParts === undefined) this.#lineParts = [part];
+    else this.#lineParts.push(part);
+    this.#lineSize += part.length;
+    let last = part.length - 1;
+    while (last >= 0 && isSpace(part[last]!)) last--;
+    if (last < 0 || part[last] !== RBRACE) return;
+    const value = tryParseObject(Buffer.concat(this.#lineParts, this.#lineSize), 0, this.#lineSize);
+    if (value === undefined) {
+      this.#replay(Buffer.alloc(0), sink);
+      return;
+    }
+    const size = this.#lineSize - (part.length - 1 - last);
+    this.#lineParts = undefined;
+    this.#lineSize = 0;
+    sink({ kind: "message", value, size });
+  }
+
+  /**
+   * The held bytes were not one object on one line after all (pretty=on, two
+   * objects on a line, bad JSON, too large): scan them for real from their
+   * first byte, then `rest`. Each byte is still looked at a bounded number of
+   * times, and after a few misses the fast path is off for good.
+   */
+  #replay(rest: Buffer, sink: (frame: Frame) => void): void {
+    const parts = this.#lineParts ?? [];
+    this.#lineParts = undefined;
+    this.#lineSize = 0;
+    this.#lineMisses++;
+    this.#noLineFastPath = true;
+    for (const part of parts) this.#scan(part, sink);
+    this.#scan(rest, sink);
+  }
+
+  #scan(buf: Buffer, sink: (frame: Frame) => void): void {
     const n = buf.length;
     if (n === 0) return;
     let i = 0;
@@ -120,6 +197,9 @@ export class JsonObjectScanner {
     }
     if (this.#keyStart !== -1) this.#keyStart = 0;
     if (this.#idParts !== undefined) this.#idStart = 0;
+    // Next quote and backslash found by the string fast path (-1: not searched yet).
+    let qt = -1;
+    let bs = -1;
 
     while (i < n) {
       if (this.#depth === 0) {
@@ -133,6 +213,29 @@ export class JsonObjectScanner {
           start = i;
           this.#size = 0;
           this.#idRaw = undefined;
+          if (c === LBRACE && this.#lineMisses < MAX_LINE_MISSES && !this.#noLineFastPath) {
+            // Fast path for QEMU's usual one-object-per-line output: if the
+            // line parses as an object, that is the message (found with a
+            // native newline search and one JSON.parse). A line that does
+            // not (pretty=on, two objects on a line, bad JSON) goes through
+            // the scanner below; after a few such lines we stop trying.
+            const nl = buf.indexOf(NEWLINE, i);
+            if (nl === -1 && n - i <= this.#max) {
+              // The line goes on in the next chunks: hold it (see push()).
+              this.#hold(buf.subarray(i), sink);
+              return;
+            }
+            if (nl !== -1 && nl - i <= this.#max) {
+              const value = tryParseObject(buf, i, nl);
+              if (value !== undefined) {
+                sink({ kind: "message", value, size: trimmedSize(buf, nl, nl - i) });
+                i = nl + 1;
+                continue;
+              }
+              this.#lineMisses++;
+            }
+          }
+          this.#noLineFastPath = false;
           if (c === LBRACE || c === LBRACKET) {
             this.#depth = 1;
             this.#isObject = c === LBRACE;
@@ -144,22 +247,33 @@ export class JsonObjectScanner {
         }
         // A top-level non-container: take the rest of the line, then complain.
         const nl = buf.indexOf(NEWLINE, i);
-        if (nl === -1) {
-          i = n;
-          break;
-        }
+        if (nl === -1) break;
         this.#scalar = false;
         this.#rejectValue(this.#take(buf, start, nl));
         return;
       }
 
       if (this.#inString) {
-        // Fast path through string contents: only `"` and `\` matter.
-        while (i < n) {
-          const c = buf[i]!;
-          if (c === BACKSLASH) i += 2;
-          else if (c === QUOTE) break;
-          else i++;
+        // Jump through string contents with native searches: only `"` and
+        // `\` matter. `qt` and `bs` cache the next quote and backslash (n:
+        // none left in this chunk), so each search covers new bytes only.
+        for (;;) {
+          if (qt < i) {
+            qt = buf.indexOf(QUOTE, i);
+            if (qt === -1) qt = n;
+          }
+          if (bs < i) {
+            bs = buf.indexOf(BACKSLASH, i);
+            if (bs === -1) bs = n;
+          }
+          if (bs < qt) {
+            // An escape comes first: skip it and the byte it escapes.
+            i = bs + 2;
+            if (i >= n) break;
+            continue;
+          }
+          i = qt;
+          break;
         }
         if (i >= n) {
           this.#skipFirst = i > n;
@@ -249,12 +363,14 @@ export class JsonObjectScanner {
   }
 
   /**
-   * Declare the end of the stream.
+   * Declare the end of the stream. Messages still held (a last line with no
+   * newline) go to `sink` first.
    *
    * @throws {DeserializationError} if the stream ended inside a message.
    * @throws {UnexpectedTypeError} if it ended on a top-level non-object value.
    */
-  end(): void {
+  end(sink: (frame: Frame) => void = () => {}): void {
+    if (this.#lineParts !== undefined) this.#replay(Buffer.alloc(0), sink);
     if (this.#scalar) {
       this.#scalar = false;
       this.#rejectValue(this.#take(Buffer.alloc(0), 0, 0));
@@ -341,6 +457,32 @@ export class JsonObjectScanner {
       return undefined;
     }
   }
+}
+
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === NEWLINE || c === 0x0d || c === 0x09;
+}
+
+/** Size of a line of `size` bytes ending before `buf[nl]`, without a `\r` before the newline. */
+function trimmedSize(buf: Buffer, nl: number, size: number): number {
+  return nl > 0 && buf[nl - 1] === 0x0d ? size - 1 : size;
+}
+
+/** `buf[start, end)` parsed, if it is exactly one JSON object; else undefined. */
+function tryParseObject(
+  buf: Buffer,
+  start: number,
+  end: number,
+): Record<string, unknown> | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(buf.toString("utf8", start, end));
+  } catch {
+    return undefined;
+  }
+  return typeof value === "object" && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
 }
 
 function jsonType(value: unknown): string {

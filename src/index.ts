@@ -51,7 +51,12 @@ export {
   type UnixAddress,
   type ListenOptions,
 } from "./transport.js";
-export { JsonObjectScanner, DEFAULT_MAX_MESSAGE_SIZE, type Frame, type ScannerOptions } from "./framing.js";
+export {
+  JsonObjectScanner,
+  DEFAULT_MAX_MESSAGE_SIZE,
+  type Frame,
+  type ScannerOptions,
+} from "./framing.js";
 export type {
   JsonValue,
   JsonObject,

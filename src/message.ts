@@ -1,7 +1,8 @@
 // Shapes of QMP messages and the checks that tell them apart.
 
 /** Any JSON value. */
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export type JsonValue =
+  string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
 /** A JSON object. */
 export type JsonObject = { [key: string]: JsonValue };
@@ -72,7 +73,9 @@ export function isGreeting(msg: unknown): msg is Greeting {
 }
 
 /** Whether `msg` is a well-formed error reply. */
-export function isErrorReply(msg: Record<string, unknown>): msg is Record<string, unknown> & ErrorMessage {
+export function isErrorReply(
+  msg: Record<string, unknown>,
+): msg is Record<string, unknown> & ErrorMessage {
   const error = msg["error"];
   if (typeof error !== "object" || error === null) return false;
   const e = error as Record<string, unknown>;

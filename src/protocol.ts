@@ -100,7 +100,6 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   #runstateWaiter = deferred<Runstate>();
   #stream: Duplex | undefined;
   #listener: Listener | undefined;
-  #scanner: JsonObjectScanner | undefined;
   /** Stops reading the current stream (keeps a no-op error handler on it). */
   #detachReader: (() => void) | undefined;
   /** Set while a connect/accept attempt is in progress; aborted by disconnect(). */
@@ -448,7 +447,6 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     this.#sessionOpen = true;
     this.#error = undefined;
     const scanner = new JsonObjectScanner({ maxMessageSize: this.#maxMessageSize });
-    this.#scanner = scanner;
     const sink = (frame: Frame): void => this.#dispatch(frame);
     const onData = (chunk: Buffer): void => {
       try {
@@ -460,7 +458,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     // A clean end of stream is one at a message boundary.
     const onEnd = (): void => {
       try {
-        scanner.end();
+        scanner.end(sink);
         this.#endSession(undefined);
       } catch (err) {
         this.#endSession(err);
@@ -539,7 +537,6 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     }
     if (!this.#sessionOpen) return;
     this.#sessionOpen = false;
-    this.#scanner = undefined;
     this.#detachReader?.();
     this.#detachReader = undefined;
     if (err !== undefined) this.#stream?.destroy();
@@ -593,10 +590,10 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     this.#stream = undefined;
     this.#listener?.close();
     this.#listener = undefined;
-    const error = this.#error;
+    const error: unknown = this.#error;
     this.#error = undefined;
     this.#setState(Runstate.IDLE);
     this.logger.debug(`${this.#tag}Disconnected.`);
-    if (error !== undefined) throw error;
+    if (error !== undefined) throw error as unknown;
   }
 }

@@ -23,7 +23,6 @@ import {
 } from "./events.js";
 import {
   type CommandMessage,
-  type ErrorMessage,
   type Greeting,
   type JsonValue,
   type QMPEvent,
@@ -306,7 +305,9 @@ export class QMPClient extends Protocol<CommandMessage> {
     message.id = this.#nextId++;
     const reply = await this.#call(message, { signal }, true);
     if (!("return" in reply)) {
-      const what = isErrorReply(reply) ? `${reply.error.class}: ${reply.error.desc}` : "a malformed reply";
+      const what = isErrorReply(reply)
+        ? `${reply.error.class}: ${reply.error.desc}`
+        : "a malformed reply";
       throw new NegotiationError(`qmp_capabilities failed with ${what}`, reply);
     }
   }
@@ -326,7 +327,10 @@ export class QMPClient extends Protocol<CommandMessage> {
       }
       this.#greetingWaiter = undefined;
       if (!isGreeting(message)) {
-        throw new GreetingError("Malformed greeting: expected { QMP: { version, capabilities } }", message);
+        throw new GreetingError(
+          "Malformed greeting: expected { QMP: { version, capabilities } }",
+          message,
+        );
       }
       waiter.resolve(message);
       return;
@@ -348,15 +352,20 @@ export class QMPClient extends Protocol<CommandMessage> {
           message,
         );
       } else {
-        this.logger.warn(`${this.#tag}Dropping a reply without id: ${JSON.stringify(message).slice(0, 200)}`);
+        this.logger.warn(
+          `${this.#tag}Dropping a reply without id: ${JSON.stringify(message).slice(0, 200)}`,
+        );
       }
       return;
     }
     const id = message["id"];
-    const pending = typeof id === "number" || typeof id === "string" ? this.#pending.get(id) : undefined;
+    const pending =
+      typeof id === "number" || typeof id === "string" ? this.#pending.get(id) : undefined;
     if (pending === undefined) {
       if (this.#abandoned.delete(id)) {
-        this.logger.debug(`${this.#tag}Dropping the late reply to abandoned call ${JSON.stringify(id)}`);
+        this.logger.debug(
+          `${this.#tag}Dropping the late reply to abandoned call ${JSON.stringify(id)}`,
+        );
       } else {
         this.logger.warn(`${this.#tag}Dropping a reply with unknown id ${JSON.stringify(id)}`);
       }
@@ -367,7 +376,8 @@ export class QMPClient extends Protocol<CommandMessage> {
   }
 
   protected override handleOversize(size: number, limit: number, id: unknown): void {
-    const pending = typeof id === "number" || typeof id === "string" ? this.#pending.get(id) : undefined;
+    const pending =
+      typeof id === "number" || typeof id === "string" ? this.#pending.get(id) : undefined;
     if (pending === undefined) {
       this.#abandoned.delete(id);
       this.logger.warn(
@@ -394,9 +404,9 @@ export class QMPClient extends Protocol<CommandMessage> {
         p.reply.resolve({ return: {} });
         continue;
       }
-      const name = p.sent["execute"] ?? p.sent["exec-oob"] ?? "message";
+      const name = JSON.stringify(p.sent["execute"] ?? p.sent["exec-oob"] ?? "message");
       p.reply.reject(
-        new ExecInterruptedError(`The session ended before the reply to '${String(name)}' arrived`, {
+        new ExecInterruptedError(`The session ended before the reply to ${name} arrived`, {
           cause: root,
         }),
       );
@@ -451,7 +461,7 @@ export class QMPClient extends Protocol<CommandMessage> {
     options.signal?.throwIfAborted();
     const id = message.id;
     const pending: Pending = {
-      sent: message as Record<string, unknown>,
+      sent: message,
       reply: deferred(),
       quit: message.execute === "quit" || message["exec-oob"] === "quit",
     };
@@ -462,7 +472,8 @@ export class QMPClient extends Protocol<CommandMessage> {
       this.#idless = pending;
     } else {
       const key = id as string | number;
-      if (this.#pending.has(key)) throw new DuplicateIdError(`The id ${JSON.stringify(id)} is in use`);
+      if (this.#pending.has(key))
+        throw new DuplicateIdError(`The id ${JSON.stringify(id)} is in use`);
       this.#pending.set(key, pending);
     }
     // A failed send ends the session, which fails the call; nothing to do here.
@@ -498,13 +509,15 @@ function isEmptyObject(value: object): boolean {
 }
 
 function describeError(message: Record<string, unknown>): string {
-  return isErrorReply(message) ? `${message.error.class}: ${message.error.desc}` : JSON.stringify(message);
+  return isErrorReply(message)
+    ? `${message.error.class}: ${message.error.desc}`
+    : JSON.stringify(message);
 }
 
 /** The `return` of a reply, or the error it stands for. Runs in the caller's frame. */
 function unwrap(sent: CommandMessage, reply: Record<string, unknown>): JsonValue {
   if ("return" in reply) return reply["return"] as JsonValue;
-  if (isErrorReply(reply)) throw new ExecuteError(sent, reply as ErrorMessage);
+  if (isErrorReply(reply)) throw new ExecuteError(sent, reply);
   const what = "error" in reply ? "a malformed 'error'" : "neither 'return' nor 'error'";
   throw new BadReplyError(`The reply has ${what}`, sent, reply);
 }

@@ -55,7 +55,9 @@ export function parseAddress(text: string): string | InetAddress {
     }
   }
   if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) {
-    throw new TypeError(`Invalid address '${text}': port '${port}' is not a number from 0 to 65535`);
+    throw new TypeError(
+      `Invalid address '${text}': port '${port}' is not a number from 0 to 65535`,
+    );
   }
   return { host: host === "" ? "localhost" : host, port: Number(port) };
 }
@@ -65,7 +67,7 @@ export function formatAddress(address: SocketAddress): string {
   if (typeof address === "string") return address;
   if ("path" in address && typeof address.path === "string") return address.path;
   if ("host" in address && "port" in address) {
-    const { host, port } = address as InetAddress;
+    const { host, port } = address;
     return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
   }
   return "<stream>";
@@ -92,12 +94,12 @@ function abortable<T>(
   return new Promise<T>((resolve, reject) => {
     if (signal?.aborted) {
       cleanup();
-      reject(signal.reason);
+      reject(signal.reason as unknown);
       return;
     }
     const onAbort = (): void => {
       cleanup();
-      reject(signal!.reason);
+      reject(signal!.reason as unknown);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     fn(
@@ -129,8 +131,9 @@ export function openStream(address: SocketAddress, signal?: AbortSignal): Promis
   } else {
     socket = address;
     if (!(socket instanceof net.Socket) || !socket.connecting) {
-      if (socket.destroyed) return Promise.reject(new Error("The given stream is already destroyed"));
-      return signal?.aborted ? Promise.reject(signal.reason) : Promise.resolve(socket);
+      if (socket.destroyed)
+        return Promise.reject(new Error("The given stream is already destroyed"));
+      return signal?.aborted ? Promise.reject(signal.reason as unknown) : Promise.resolve(socket);
     }
   }
   const sock = socket as net.Socket;
@@ -289,7 +292,7 @@ export class Listener {
   accept(signal?: AbortSignal): Promise<net.Socket> {
     if (this.#peer !== undefined) {
       const peer = this.#peer;
-      return signal?.aborted ? Promise.reject(signal.reason) : Promise.resolve(peer);
+      return signal?.aborted ? Promise.reject(signal.reason as unknown) : Promise.resolve(peer);
     }
     if (this.#closed) return Promise.reject(new Error("The listener is closed"));
     return abortable<net.Socket>(

@@ -25,6 +25,9 @@ export function timeoutError(): DOMException {
   return new DOMException("The operation was aborted due to timeout", "TimeoutError");
 }
 
+/** The longest delay setTimeout() takes as it is. */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
 /** Cancellation options taken by every asynchronous call. */
 export interface CallOptions {
   /** Abort the wait; the call rejects with `signal.reason` as it is. */
@@ -41,6 +44,11 @@ export function deadline(
   options: CallOptions,
   ...more: (AbortSignal | undefined)[]
 ): { signal: AbortSignal; dispose: () => void } {
+  const timeout = options.timeout;
+  // Check before any listener is added, so that a throw leaves nothing behind.
+  if (timeout !== undefined && !(timeout >= 0)) {
+    throw new RangeError(`timeout must be a number of milliseconds, got ${timeout}`);
+  }
   const controller = new AbortController();
   const sources = [options.signal, ...more].filter((s): s is AbortSignal => s !== undefined);
   const listeners: (() => void)[] = [];
@@ -61,13 +69,15 @@ export function deadline(
     }
     s.addEventListener("abort", onAbort, { once: true });
   }
-  const timeout = options.timeout;
   if (timeout !== undefined && timeout !== Infinity && !controller.signal.aborted) {
-    if (!(timeout >= 0)) throw new RangeError(`timeout must be a number of milliseconds, got ${timeout}`);
-    timer = setTimeout(() => {
-      dispose();
-      controller.abort(timeoutError());
-    }, timeout);
+    // setTimeout() turns a delay past 2^31 - 1 ms (~24.8 days) into 1 ms: cap it instead.
+    timer = setTimeout(
+      () => {
+        dispose();
+        controller.abort(timeoutError());
+      },
+      Math.min(timeout, MAX_TIMER_DELAY),
+    );
   }
   return { signal: controller.signal, dispose };
 }
@@ -99,7 +109,7 @@ export function raceSignal<T>(
       },
       (e: unknown) => {
         signal.removeEventListener("abort", abort);
-        reject(e as Error);
+        reject(e);
       },
     );
   });
@@ -171,7 +181,9 @@ function redactDeep(value: unknown, secretData: boolean): unknown {
   if (typeof value !== "object" || value === null) return value;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
-    out[k] = SECRET_KEY.test(k) || (secretData && k === "data") ? REDACTED : redactDeep(v, false);
+    if (SECRET_KEY.test(k) || (secretData && k === "data")) out[k] = REDACTED;
+    // Before QEMU 6.0, object-add took the object's properties inside `props`.
+    else out[k] = redactDeep(v, secretData && k === "props");
   }
   return out;
 }

@@ -10,9 +10,7 @@ import type { InetAddress } from "../transport.js";
 
 /** What a handler may answer: a `return` value, a QMP error, or nothing (no reply). */
 export type HandlerResult =
-  | { return: JsonValue }
-  | { error: { class: string; desc: string } }
-  | undefined;
+  { return: JsonValue } | { error: { class: string; desc: string } } | undefined;
 
 /** Answers one command. May be async; may use `peer` to send events or bytes first. */
 export type CommandHandler = (
@@ -124,7 +122,10 @@ export class FakePeer {
 
   /** Close abruptly (RST on TCP). */
   reset(): void {
-    if (typeof this.socket.resetAndDestroy === "function" && this.socket.remoteFamily !== undefined) {
+    if (
+      typeof this.socket.resetAndDestroy === "function" &&
+      this.socket.remoteFamily !== undefined
+    ) {
       this.socket.resetAndDestroy();
     } else {
       this.socket.destroy();
@@ -163,7 +164,9 @@ export class FakePeer {
       this.send(out);
     };
     if (handler === undefined) {
-      reply({ error: { class: "CommandNotFound", desc: `The command ${command} has not been found` } });
+      reply({
+        error: { class: "CommandNotFound", desc: `The command ${command} has not been found` },
+      });
       return;
     }
     const args = message["arguments"] as Record<string, unknown> | undefined;
@@ -194,10 +197,24 @@ export class FakeQMPServer {
   /** The address to connect to. */
   readonly address: string | InetAddress;
 
-  private constructor(server: net.Server, dir: string | undefined, address: string | InetAddress) {
+  private constructor(
+    server: net.Server,
+    dir: string | undefined,
+    address: string | InetAddress,
+    options: FakeServerOptions,
+  ) {
     this.#server = server;
     this.#dir = dir;
     this.address = address;
+    server.on("connection", (socket) => {
+      const peer = new FakePeer(socket, options);
+      this.#peers.push(peer);
+      const waiter = this.#waiters.shift();
+      if (waiter !== undefined) {
+        this.#cursor++;
+        waiter(peer);
+      }
+    });
   }
 
   /**
@@ -214,16 +231,7 @@ export class FakeQMPServer {
       dir = mkdtempSync(join(tmpdir(), "qmp-fake-"));
       where = join(dir, "qmp.sock");
     }
-    let self: FakeQMPServer | undefined;
-    const server = net.createServer((socket) => {
-      const peer = new FakePeer(socket, options);
-      self!.#peers.push(peer);
-      const waiter = self!.#waiters.shift();
-      if (waiter !== undefined) {
-        self!.#cursor++;
-        waiter(peer);
-      }
-    });
+    const server = net.createServer();
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       if (typeof where === "string") server.listen(where, resolve);
@@ -234,18 +242,22 @@ export class FakeQMPServer {
       const a = server.address() as net.AddressInfo;
       bound = { host: where.host, port: a.port };
     }
-    self = new FakeQMPServer(server, dir, bound);
-    return self;
+    return new FakeQMPServer(server, dir, bound, options);
   }
 
   /**
    * Connect to a client that listens (`startServer()`), like QEMU started
    * with `-chardev socket,…` without `server=on`.
    */
-  static connectTo(address: string | InetAddress, options: FakeServerOptions = {}): Promise<FakePeer> {
+  static connectTo(
+    address: string | InetAddress,
+    options: FakeServerOptions = {},
+  ): Promise<FakePeer> {
     return new Promise((resolve, reject) => {
       const socket =
-        typeof address === "string" ? net.connect(address) : net.connect(address.port, address.host);
+        typeof address === "string"
+          ? net.connect(address)
+          : net.connect(address.port, address.host);
       socket.once("error", reject);
       socket.once("connect", () => {
         socket.off("error", reject);

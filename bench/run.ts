@@ -1,0 +1,255 @@
+// Benchmarks, run by `npm run bench`: each case runs variants side by side, interleaved, and reports ratios.
+//
+// Absolute times on a shared machine are noise; the ratios between variants
+// measured in the same run are what we report.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { JsonObjectScanner, QMPClient } from "../src/index.js";
+
+const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 7);
+
+interface Variant {
+  name: string;
+  run: () => void | Promise<void>;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Run the variants interleaved ROUNDS times (after a warm-up); print median times and ratios to the first. */
+async function compare(title: string, variants: Variant[]): Promise<Record<string, number>> {
+  const times = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  for (const v of variants) await v.run(); // warm-up
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const v of variants) {
+      const t0 = performance.now();
+      await v.run();
+      times.get(v.name)!.push(performance.now() - t0);
+    }
+  }
+  console.log(`\n## ${title}`);
+  const base = median(times.get(variants[0]!.name)!);
+  const out: Record<string, number> = {};
+  for (const v of variants) {
+    const m = median(times.get(v.name)!);
+    out[v.name] = m / base;
+    console.log(
+      `  ${v.name.padEnd(48)} ${m.toFixed(2).padStart(9)} ms   ×${(m / base).toFixed(2)}`,
+    );
+  }
+  return out;
+}
+
+function chunk(buf: Buffer, size: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < buf.length; i += size) out.push(buf.subarray(i, i + size));
+  return out;
+}
+
+// --------------------------------------------------------------- framing
+
+function scanAll(chunks: Buffer[]): number {
+  const scanner = new JsonObjectScanner({ maxMessageSize: Infinity });
+  let n = 0;
+  for (const c of chunks) scanner.push(c, () => n++);
+  return n;
+}
+
+/** The usual newline framer: split on \n, JSON.parse each line (cannot do pretty=on). */
+function lineSplitAll(chunks: Buffer[]): number {
+  let rest = "";
+  let n = 0;
+  for (const c of chunks) {
+    const text = rest + c.toString("utf8");
+    let start = 0;
+    for (let nl = text.indexOf("\n"); nl !== -1; nl = text.indexOf("\n", start)) {
+      const line = text.slice(start, nl).trim();
+      start = nl + 1;
+      if (line) {
+        JSON.parse(line);
+        n++;
+      }
+    }
+    rest = text.slice(start);
+  }
+  return n;
+}
+
+/** A naive framer that re-tries JSON.parse on the whole buffer after every chunk (quadratic). */
+function retryParseAll(chunks: Buffer[]): number {
+  let text = "";
+  let n = 0;
+  for (const c of chunks) {
+    text += c.toString("utf8");
+    try {
+      JSON.parse(text);
+      text = "";
+      n++;
+    } catch {
+      // Incomplete; wait for more.
+    }
+  }
+  return n;
+}
+
+/** A framer that re-scans the whole buffer for a newline after every chunk (quadratic). */
+function rescanAll(chunks: Buffer[]): number {
+  let buf = Buffer.alloc(0);
+  let n = 0;
+  for (const c of chunks) {
+    buf = Buffer.concat([buf, c]);
+    let nl: number;
+    while ((nl = buf.indexOf(0x0a)) !== -1) {
+      JSON.parse(buf.subarray(0, nl).toString("utf8"));
+      buf = buf.subarray(nl + 1);
+      n++;
+    }
+  }
+  return n;
+}
+
+function makeTraffic(count: number): Buffer {
+  const lines: string[] = [];
+  for (let i = 1; i <= count; i++) {
+    if (i % 10 === 0) {
+      lines.push(
+        JSON.stringify({
+          timestamp: { seconds: 1795628597, microseconds: 604202 },
+          event: "BLOCK_JOB_COMPLETED",
+          data: { device: `drive${i}`, len: 1048576, offset: 1048576, speed: 0, type: "mirror" },
+        }),
+      );
+    }
+    lines.push(JSON.stringify({ return: { status: "running", running: true }, id: i }));
+  }
+  return Buffer.from(lines.join("\r\n") + "\r\n");
+}
+
+function makeBigReply(bytes: number): Buffer {
+  const entries: object[] = [];
+  let size = 0;
+  for (let i = 0; size < bytes; i++) {
+    const e = {
+      name: `x-entry-${i}`,
+      "meta-type": "object",
+      members: [
+        { name: "node-name", type: "str" },
+        { name: "detect-zeroes", type: "int", default: null },
+      ],
+    };
+    size += JSON.stringify(e).length + 1;
+    entries.push(e);
+  }
+  return Buffer.from(JSON.stringify({ return: entries, id: 7 }) + "\r\n");
+}
+
+// --------------------------------------------------------------- against QEMU
+
+async function startQemu(): Promise<{ client: QMPClient; stop: () => Promise<void> }> {
+  const binary = process.env["QMP_TEST_QEMU"] ?? "qemu-system-x86_64";
+  const dir = mkdtempSync(join(tmpdir(), "qmp-bench-"));
+  const path = join(dir, "qmp.sock");
+  const client = new QMPClient({ name: "bench" });
+  await client.startServer(path);
+  const qemu = spawn(
+    binary,
+    [
+      ...["-machine", "none", "-nodefaults", "-display", "none"],
+      ...["-chardev", `socket,id=c,path=${path}`, "-mon", "chardev=c,mode=control"],
+    ],
+    { stdio: "ignore" },
+  );
+  await client.accept({ timeout: 10_000 });
+  return {
+    client,
+    stop: async () => {
+      await client.disconnect().catch(() => {});
+      qemu.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const results: Record<string, Record<string, number>> = {};
+  console.log(`# qmp benchmarks (median of ${ROUNDS} interleaved rounds; ratio to the first line)`);
+
+  const traffic = makeTraffic(20_000);
+  const trafficChunks = chunk(traffic, 65536);
+  results["compact"] = await compare(
+    `Framing: ${(traffic.length / 1e6).toFixed(1)} MB of compact QEMU traffic in 64 KiB chunks`,
+    [
+      { name: "qmp JsonObjectScanner", run: () => void scanAll(trafficChunks) },
+      {
+        name: "newline split + JSON.parse (no pretty=on)",
+        run: () => void lineSplitAll(trafficChunks),
+      },
+    ],
+  );
+
+  const big = makeBigReply(4 * 1024 * 1024);
+  const bigChunks = chunk(big, 65536);
+  results["big"] = await compare(
+    `Framing: one ${(big.length / 1e6).toFixed(1)} MB reply (query-qmp-schema-like) in 64 KiB chunks`,
+    [
+      { name: "qmp JsonObjectScanner", run: () => void scanAll(bigChunks) },
+      { name: "concat + re-scan for newline per chunk", run: () => void rescanAll(bigChunks) },
+      { name: "append + re-try JSON.parse per chunk", run: () => void retryParseAll(bigChunks) },
+    ],
+  );
+
+  const pretty = Buffer.from(
+    JSON.stringify(JSON.parse(big.toString("utf8")), null, 4).replace(/\n/g, "\r\n") + "\r\n",
+  );
+  const prettyChunks = chunk(pretty, 65536);
+  results["pretty"] = await compare(
+    `Framing: the same reply pretty-printed (pretty=on, ${(pretty.length / 1e6).toFixed(1)} MB)`,
+    [
+      { name: "qmp JsonObjectScanner", run: () => void scanAll(prettyChunks) },
+      { name: "append + re-try JSON.parse per chunk", run: () => void retryParseAll(prettyChunks) },
+    ],
+  );
+
+  // Wire cost of ids against a real QEMU: it reads one byte per system call.
+  let qemu: Awaited<ReturnType<typeof startQemu>> | undefined;
+  try {
+    qemu = await startQemu();
+  } catch (err) {
+    console.log(`\n(skipping the QEMU cases: ${String(err)})`);
+  }
+  if (qemu !== undefined) {
+    const { client } = qemu;
+    const N = 300;
+    let seq = 0;
+    results["ids"] = await compare(`QEMU: ${N} concurrent query-status, integer vs string ids`, [
+      {
+        name: "integer ids (qmp)",
+        run: async () => {
+          await Promise.all(Array.from({ length: N }, () => client.execute("query-status")));
+        },
+      },
+      {
+        name: 'string ids "__qmp#01234" (Python library style)',
+        run: async () => {
+          await Promise.all(
+            Array.from({ length: N }, () =>
+              client.executeMsg({
+                execute: "query-status",
+                id: `__qmp#${String(++seq % 100000).padStart(5, "0")}`,
+              }),
+            ),
+          );
+        },
+      },
+    ]);
+    await qemu.stop();
+  }
+  console.log("\nRESULTS " + JSON.stringify(results));
+}
+
+await main();

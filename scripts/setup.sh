@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what qmp needs on Debian 12 (bookworm): QEMU 10.0 from bookworm-backports
+# (qemu-system-x86_64 and qemu-storage-daemon) and the npm dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  echo "deb http://deb.debian.org/debian bookworm-backports main" |
+    $SUDO tee /etc/apt/sources.list.d/qmp-backports.list >/dev/null
+fi
+if ! command -v qemu-storage-daemon >/dev/null || ! qemu-system-x86_64 --version 2>/dev/null | grep -q "version 10\."; then
+  $SUDO apt-get update -q
+  # qemu-system-x86 brings qemu-system-x86_64; qemu-utils brings qemu-storage-daemon.
+  $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils
+fi
+qemu-system-x86_64 --version | head -n 1
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+  npm ci --no-audit --no-fund
+fi
