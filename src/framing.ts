@@ -41,6 +41,8 @@ const MAX_ID_BYTES = 1024;
 /** How much of a bad message an error carries. */
 const MAX_ERROR_SNIPPET = 1024;
 
+/** Held bytes up to which a part ending in `}` is tried as a whole object. */
+const MAX_HELD_RETRY = 64 * 1024;
 /** After this many lines that were not one whole object, stop trying the line fast path. */
 const MAX_LINE_MISSES = 8;
 
@@ -88,6 +90,8 @@ export class JsonObjectScanner {
   #lineMisses = 0;
   /** The next message is being re-scanned after a line fast-path miss. */
   #noLineFastPath = false;
+  /** Inside {@link #replay}: the line fast path is off. */
+  #replaying = false;
   /** Chunks of a message held by the line fast path until its newline comes. */
   #lineParts: Buffer[] | undefined;
   #lineSize = 0;
@@ -128,7 +132,7 @@ export class JsonObjectScanner {
     const nl = buf.indexOf(NEWLINE);
     if (nl === -1) {
       if (this.#lineSize + buf.length <= this.#max) this.#hold(buf, sink);
-      else this.#replay(buf, sink);
+      else this.#replay(buf, sink, false); // too large for the fast path: not a miss
       return;
     }
     const size = this.#lineSize + nl;
@@ -143,13 +147,15 @@ export class JsonObjectScanner {
         return;
       }
     }
-    this.#replay(buf, sink);
+    this.#replay(buf, sink, size <= this.#max);
   }
 
   /**
    * Hold `part` of a message on the line fast path. A peer that sends no
-   * newline must not leave a message hanging: when the part ends in `}`, try
-   * the held bytes as a whole object now.
+   * newline must not leave a message hanging: when a part ends in `}` the
+   * message may be complete, so a small one is tried as a whole object at
+   * once, and a large one goes to the scanner (trying it would cost a parse
+   * of everything held, each time a chunk happens to end in `}`).
    */
   #hold(part: Buffer, sink: (frame: Frame) => void): void {
     if (this.#lineParts === undefined) this.#lineParts = [part];
@@ -158,9 +164,13 @@ export class JsonObjectScanner {
     let last = part.length - 1;
     while (last >= 0 && isSpace(part[last]!)) last--;
     if (last < 0 || part[last] !== RBRACE) return;
+    if (this.#lineSize > MAX_HELD_RETRY) {
+      this.#replay(Buffer.alloc(0), sink, false);
+      return;
+    }
     const value = tryParseObject(Buffer.concat(this.#lineParts, this.#lineSize), 0, this.#lineSize);
     if (value === undefined) {
-      this.#replay(Buffer.alloc(0), sink);
+      this.#replay(Buffer.alloc(0), sink, true);
       return;
     }
     const size = this.#lineSize - (part.length - 1 - last);
@@ -175,14 +185,21 @@ export class JsonObjectScanner {
    * first byte, then `rest`. Each byte is still looked at a bounded number of
    * times, and after a few misses the fast path is off for good.
    */
-  #replay(rest: Buffer, sink: (frame: Frame) => void): void {
+  #replay(rest: Buffer, sink: (frame: Frame) => void, miss = true): void {
     const parts = this.#lineParts ?? [];
     this.#lineParts = undefined;
     this.#lineSize = 0;
-    this.#lineMisses++;
+    if (miss) this.#lineMisses++;
     this.#noLineFastPath = true;
-    for (const part of parts) this.#scan(part, sink);
-    this.#scan(rest, sink);
+    // No fast path while replaying: holding a line again here would skip the
+    // bytes that follow it (they are scanned below, not pushed).
+    this.#replaying = true;
+    try {
+      for (const part of parts) this.#scan(part, sink);
+      this.#scan(rest, sink);
+    } finally {
+      this.#replaying = false;
+    }
   }
 
   #scan(buf: Buffer, sink: (frame: Frame) => void): void {
@@ -213,7 +230,12 @@ export class JsonObjectScanner {
           start = i;
           this.#size = 0;
           this.#idRaw = undefined;
-          if (c === LBRACE && this.#lineMisses < MAX_LINE_MISSES && !this.#noLineFastPath) {
+          if (
+            c === LBRACE &&
+            this.#lineMisses < MAX_LINE_MISSES &&
+            !this.#noLineFastPath &&
+            !this.#replaying
+          ) {
             // Fast path for QEMU's usual one-object-per-line output: if the
             // line parses as an object, that is the message (found with a
             // native newline search and one JSON.parse). A line that does
@@ -301,6 +323,13 @@ export class JsonObjectScanner {
           const end = i + 1;
           this.#size += end - start;
           if (this.#size > this.#max || this.#oversize) {
+            if (!this.#isObject) {
+              // Skipped, but a top-level array is never a message: as fatal as a small one.
+              throw new UnexpectedTypeError(
+                `Received a JSON array of ${this.#size} bytes where an object was expected`,
+                undefined,
+              );
+            }
             const size = this.#size;
             const id = this.#recoveredId();
             this.#parts = [];
@@ -463,9 +492,11 @@ function isSpace(c: number): boolean {
   return c === 0x20 || c === NEWLINE || c === 0x0d || c === 0x09;
 }
 
-/** Size of a line of `size` bytes ending before `buf[nl]`, without a `\r` before the newline. */
+/** Size of a line of `size` bytes ending before `buf[nl]`, without the whitespace before the newline. */
 function trimmedSize(buf: Buffer, nl: number, size: number): number {
-  return nl > 0 && buf[nl - 1] === 0x0d ? size - 1 : size;
+  let end = nl;
+  while (end > 0 && isSpace(buf[end - 1]!)) end--;
+  return size - (nl - end);
 }
 
 /** `buf[start, end)` parsed, if it is exactly one JSON object; else undefined. */

@@ -1,0 +1,264 @@
+// Unit tests of the error tree: names, codes, the instanceof chain and each class's fields.
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import * as pkg from "../../src/index.js";
+import {
+  BadReplyError,
+  ConnectError,
+  DeserializationError,
+  DuplicateIdError,
+  ExecInterruptedError,
+  ExecuteError,
+  GreetingError,
+  ListenerError,
+  MessageTooLargeError,
+  NegotiationError,
+  ProtocolError,
+  QMPError,
+  ServerParseError,
+  SessionEndedError,
+  StateError,
+  UnexpectedTypeError,
+} from "../../src/index.js";
+
+type AnyErrorClass = abstract new (...args: never[]) => Error;
+
+/** Every error class of the package: an instance, its code, and whether it is a ProtocolError. */
+const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol: boolean }[] = [
+  { cls: QMPError, make: () => new QMPError("m"), code: "QMP_ERR_GENERIC", protocol: false },
+  {
+    cls: ConnectError,
+    make: () => new ConnectError("Failed to establish connection", new Error("x")),
+    code: "QMP_ERR_CONNECT",
+    protocol: false,
+  },
+  {
+    cls: StateError,
+    make: () => new StateError("m", "IDLE", "RUNNING"),
+    code: "QMP_ERR_STATE",
+    protocol: false,
+  },
+  {
+    cls: ProtocolError,
+    make: () => new ProtocolError("m"),
+    code: "QMP_ERR_PROTOCOL",
+    protocol: true,
+  },
+  {
+    cls: DeserializationError,
+    make: () => new DeserializationError("m", "raw"),
+    code: "QMP_ERR_DESERIALIZATION",
+    protocol: true,
+  },
+  {
+    cls: UnexpectedTypeError,
+    make: () => new UnexpectedTypeError("m", 1),
+    code: "QMP_ERR_UNEXPECTED_TYPE",
+    protocol: true,
+  },
+  {
+    cls: ServerParseError,
+    make: () => new ServerParseError("m", {}),
+    code: "QMP_ERR_SERVER_PARSE",
+    protocol: true,
+  },
+  {
+    cls: BadReplyError,
+    make: () => new BadReplyError("m", {}, {}),
+    code: "QMP_ERR_BAD_REPLY",
+    protocol: true,
+  },
+  {
+    cls: GreetingError,
+    make: () => new GreetingError("m"),
+    code: "QMP_ERR_GREETING",
+    protocol: true,
+  },
+  {
+    cls: NegotiationError,
+    make: () => new NegotiationError("m", {}),
+    code: "QMP_ERR_NEGOTIATION",
+    protocol: true,
+  },
+  {
+    cls: ExecuteError,
+    make: () => new ExecuteError({}, { error: { class: "GenericError", desc: "d" } }),
+    code: "QMP_ERR_EXECUTE",
+    protocol: false,
+  },
+  {
+    cls: ExecInterruptedError,
+    make: () => new ExecInterruptedError("m"),
+    code: "QMP_ERR_EXEC_INTERRUPTED",
+    protocol: false,
+  },
+  {
+    cls: SessionEndedError,
+    make: () => new SessionEndedError("m"),
+    code: "QMP_ERR_SESSION_ENDED",
+    protocol: false,
+  },
+  {
+    cls: ListenerError,
+    make: () => new ListenerError("m"),
+    code: "QMP_ERR_LISTENER",
+    protocol: false,
+  },
+  {
+    cls: MessageTooLargeError,
+    make: () => new MessageTooLargeError(20, 10),
+    code: "QMP_ERR_MESSAGE_TOO_LARGE",
+    protocol: false,
+  },
+  {
+    cls: DuplicateIdError,
+    make: () => new DuplicateIdError("m"),
+    code: "QMP_ERR_DUPLICATE_ID",
+    protocol: false,
+  },
+];
+
+void describe("errors: every exported class", () => {
+  void test("the table above covers every Error class the package root exports", () => {
+    const exported = Object.entries(pkg)
+      .filter(([, v]) => typeof v === "function" && v.prototype instanceof Error)
+      .map(([k]) => k)
+      .sort();
+    assert.deepEqual(exported, CASES.map((c) => c.cls.name).sort());
+    for (const c of CASES) {
+      assert.equal((pkg as Record<string, unknown>)[c.cls.name], c.cls, `${c.cls.name} exported`);
+    }
+  });
+
+  for (const c of CASES) {
+    void test(`${c.cls.name}: name, code, instanceof chain`, () => {
+      const err = c.make();
+      assert.equal(err.name, c.cls.name);
+      assert.equal(err.code, c.code);
+      assert.match(err.code, /^QMP_ERR_[A-Z_]+$/);
+      assert.ok(err instanceof c.cls);
+      assert.ok(err instanceof QMPError);
+      assert.ok(err instanceof Error);
+      assert.equal(err instanceof ProtocolError, c.protocol);
+      assert.equal(Object.getPrototypeOf(err), c.cls.prototype);
+      assert.equal(typeof err.stack, "string");
+      assert.ok(err.stack!.startsWith(`${c.cls.name}: `), err.stack);
+      assert.ok(String(err).startsWith(`${c.cls.name}: `), String(err));
+    });
+  }
+
+  void test("the codes are distinct", () => {
+    const codes = CASES.map((c) => c.code);
+    assert.equal(new Set(codes).size, codes.length);
+    const made = CASES.map((c) => c.make().code);
+    assert.equal(new Set(made).size, made.length);
+  });
+
+  void test("a subclass declared by a user gets its own name", () => {
+    class MyError extends ExecInterruptedError {}
+    const err = new MyError("m");
+    assert.equal(err.name, "MyError");
+    assert.equal(err.code, "QMP_ERR_EXEC_INTERRUPTED");
+    assert.ok(err instanceof ExecInterruptedError);
+  });
+
+  void test("QMPError passes cause through", () => {
+    const cause = new Error("root");
+    assert.equal(new QMPError("m", { cause }).cause, cause);
+    assert.equal(new ExecInterruptedError("m", { cause }).cause, cause);
+    assert.equal(new SessionEndedError("m", { cause }).cause, cause);
+    assert.equal(new ProtocolError("m").cause, undefined);
+  });
+});
+
+void describe("errors: fields", () => {
+  void test("ConnectError: '<phase>: <cause>', with cause and errorMessage", () => {
+    const root = Object.assign(new Error("connect ECONNREFUSED /tmp/qmp.sock"), {
+      code: "ECONNREFUSED",
+    });
+    const err = new ConnectError("Failed to establish connection", root);
+    assert.ok(err.message.startsWith("Failed to establish connection: "), err.message);
+    assert.ok(err.message.endsWith("connect ECONNREFUSED /tmp/qmp.sock"), err.message);
+    assert.equal(err.cause, root);
+    assert.equal(err.errorMessage, "Failed to establish connection");
+
+    const greeting = new GreetingError("Expected a greeting, got an event");
+    const session = new ConnectError("Failed to establish session", greeting);
+    assert.ok(session.message.startsWith("Failed to establish session: "), session.message);
+    assert.ok(session.message.includes("Expected a greeting, got an event"), session.message);
+    assert.equal(session.cause, greeting);
+    assert.equal(session.errorMessage, "Failed to establish session");
+
+    const plain = new ConnectError("Failed to establish connection", "boom");
+    assert.equal(plain.message, "Failed to establish connection: boom");
+    assert.equal(plain.cause, "boom");
+  });
+
+  void test("ConnectError keeps a cause that is not an Error", () => {
+    const cause = { reason: "odd" };
+    const err = new ConnectError("Failed to establish session", cause);
+    assert.equal(err.cause, cause);
+    assert.ok(err.message.startsWith("Failed to establish session: "));
+  });
+
+  void test("StateError: state, required, message", () => {
+    const err = new StateError("QMPClient is disconnected and idle.", "IDLE", "RUNNING");
+    assert.equal(err.state, "IDLE");
+    assert.equal(err.required, "RUNNING");
+    assert.equal(err.message, "QMPClient is disconnected and idle.");
+    assert.equal(err.name, "StateError");
+  });
+
+  void test("ExecuteError: errorClass, desc, sent, received; message === desc", () => {
+    const sent = { execute: "no-such-command", id: 3 };
+    const received = {
+      id: 3,
+      error: { class: "CommandNotFound", desc: "The command no-such-command has not been found" },
+    };
+    const err = new ExecuteError(sent, received);
+    assert.equal(err.errorClass, "CommandNotFound");
+    assert.equal(err.desc, "The command no-such-command has not been found");
+    assert.equal(err.message, err.desc);
+    assert.equal(err.sent, sent);
+    assert.equal(err.received, received);
+    assert.deepEqual(sent, { execute: "no-such-command", id: 3 }, "not mutated");
+  });
+
+  void test("MessageTooLargeError: size and limit, in the message, naming maxMessageSize", () => {
+    const err = new MessageTooLargeError(12_345_678, 10_485_760);
+    assert.equal(err.size, 12_345_678);
+    assert.equal(err.limit, 10_485_760);
+    assert.ok(err.message.includes("12345678"), err.message);
+    assert.ok(err.message.includes("10485760"), err.message);
+    assert.ok(err.message.includes("maxMessageSize"), err.message);
+  });
+
+  void test("DeserializationError: raw text and cause", () => {
+    const cause = new SyntaxError("Unexpected token");
+    const err = new DeserializationError("Received invalid JSON", "{bad}", { cause });
+    assert.equal(err.raw, "{bad}");
+    assert.equal(err.cause, cause);
+    assert.equal(err.message, "Received invalid JSON");
+  });
+
+  void test("UnexpectedTypeError: value", () => {
+    assert.deepEqual(new UnexpectedTypeError("m", [1, 2]).value, [1, 2]);
+    assert.equal(new UnexpectedTypeError("m", null).value, null);
+  });
+
+  void test("ServerParseError, BadReplyError, GreetingError, NegotiationError: what was received", () => {
+    const received = { error: { class: "GenericError", desc: "JSON parse error" } };
+    assert.equal(new ServerParseError("m", received).received, received);
+    const sent = { execute: "x", id: 1 };
+    const reply = { id: 1 };
+    const bad = new BadReplyError("m", sent, reply);
+    assert.equal(bad.sent, sent);
+    assert.equal(bad.received, reply);
+    assert.equal(new GreetingError("m").received, undefined);
+    const event = { event: "STOP" };
+    assert.equal(new GreetingError("m", event).received, event);
+    assert.equal(new NegotiationError("m", received).received, received);
+  });
+});
