@@ -198,9 +198,17 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
       this.#setState(Runstate.CONNECTING);
       this.logger.debug(`${this.#tag}Listening on ${formatAddress(address)} ...`);
       const listenOptions: ListenOptions = options.mode !== undefined ? { mode: options.mode } : {};
-      this.#listener = await this.#guard("Failed to establish connection", signal, () =>
-        raceSignal(Listener.listen(address, listenOptions), signal),
-      );
+      const listening = Listener.listen(address, listenOptions);
+      this.#listener = await this.#guard("Failed to establish connection", signal, async () => {
+        try {
+          return await raceSignal(listening, signal);
+        } catch (err) {
+          // Cut short while binding: let the bind settle and undo it, so that
+          // nothing is left listening (or on disk) once this rejects.
+          if (signal.aborted) (await listening.catch(() => undefined))?.close();
+          throw err;
+        }
+      });
     } finally {
       dispose();
       this.#attempt = undefined;
@@ -326,6 +334,14 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * undefined for a clean end.
    */
   protected abstract sessionEnded(cause: unknown): void;
+
+  /**
+   * Whether the peer is expected to go away now (e.g. after `quit`), so that
+   * a connection reset is a normal end of session, not an error.
+   */
+  protected peerMayVanish(): boolean {
+    return false;
+  }
 
   /** The message as a string for the wire. */
   protected serialize(message: TMessage): string {
@@ -531,15 +547,22 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * Idempotent per session; the first error is the one reported.
    */
   #endSession(err: unknown): void {
-    if (err !== undefined && this.#error === undefined && this.#sessionOpen) {
+    if (!this.#sessionOpen) return;
+    if (err !== undefined && isConnectionLoss(err) && this.peerMayVanish()) {
+      this.logger.debug(`${this.#tag}The peer went away as expected: ${describe(err)}`);
+      err = undefined;
+    }
+    if (err !== undefined && this.#error === undefined) {
       this.#error = err;
       this.logger.error(`${this.#tag}Session failed: ${describe(err)}`);
     }
-    if (!this.#sessionOpen) return;
     this.#sessionOpen = false;
     this.#detachReader?.();
     this.#detachReader = undefined;
+    // On an error the stream is done for; on a clean end of stream, close
+    // our side too (a socket does it by itself, a plain Duplex may not).
     if (err !== undefined) this.#stream?.destroy();
+    else this.#stream?.end();
     const queued = this.#queue;
     this.#queue = [];
     this.#blocked = false;
@@ -596,4 +619,10 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     this.logger.debug(`${this.#tag}Disconnected.`);
     if (error !== undefined) throw error as unknown;
   }
+}
+
+/** A reset or broken pipe: the peer is gone, rather than a protocol problem. */
+function isConnectionLoss(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "ECONNRESET" || code === "EPIPE" || code === "ECONNABORTED";
 }

@@ -108,6 +108,10 @@ export class QMPClient extends Protocol<CommandMessage> {
   readonly #abandoned = new Set<unknown>();
   readonly #listeners = new Set<EventListener>();
   #greetingWaiter: Deferred<Greeting> | undefined;
+  /** Set when a session ended and no new one started: what listeners registered now must see. */
+  #ended: { cause: unknown } | undefined;
+  /** A `quit` went out this session: QEMU will close (or reset) the connection. */
+  #quitSent = false;
 
   constructor(options: QMPClientOptions = {}) {
     super(options);
@@ -136,8 +140,7 @@ export class QMPClient extends Protocol<CommandMessage> {
   async execute(command: string, args?: object, options: ExecuteOptions = {}): Promise<JsonValue> {
     const message: CommandMessage = options.oob ? { "exec-oob": command } : { execute: command };
     if (args !== undefined && !isEmptyObject(args)) message.arguments = args;
-    message.id = this.#nextId++;
-    const reply = await this.#call(message, options);
+    const reply = await this.#call(message, true, options);
     return unwrap(message, reply);
   }
 
@@ -148,15 +151,16 @@ export class QMPClient extends Protocol<CommandMessage> {
    *
    * @throws {TypeError} when the message has no `execute`/`exec-oob` string,
    *   or an `id` that is not a string.
-   * @throws {DuplicateIdError} when its `id` is in use.
+   * @throws {DuplicateIdError} when its `id` is in use, or was used by a call
+   *   abandoned (timeout, abort) whose late reply has not come yet.
    * @throws as {@link execute} does.
    */
   async executeMsg(message: CommandMessage, options: CallOptions = {}): Promise<JsonValue> {
     if (typeof message.execute !== "string" && typeof message["exec-oob"] !== "string") {
       throw new TypeError("executeMsg() needs a message with an 'execute' or 'exec-oob' string");
     }
-    const sent = this.#withId(message, true);
-    return unwrap(sent, await this.#call(sent, options));
+    const sent = copyChecked(message);
+    return unwrap(sent, await this.#call(sent, true, options));
   }
 
   /**
@@ -169,8 +173,7 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws {ExecInterruptedError}, {@link StateError}, the signal's reason, as {@link execute}.
    */
   async raw(message: CommandMessage, options: RawOptions = {}): Promise<Record<string, unknown>> {
-    const sent = this.#withId(message, options.assignId ?? true);
-    return this.#call(sent, options);
+    return this.#call(copyChecked(message), options.assignId ?? true, options);
   }
 
   /**
@@ -210,6 +213,10 @@ export class QMPClient extends Protocol<CommandMessage> {
       throw new ListenerError("This listener is already registered with this client");
     }
     this.#listeners.add(listener);
+    // A listener joining between sessions must know the last one is over
+    // (or it would wait forever); one joining a live session must not think so.
+    if (this.#ended !== undefined) listener[kSessionEnded](this.#ended.cause);
+    else listener[kSessionStarted]();
     const forget = listener[kAttach](() => {
       if (this.#listeners.has(listener)) this.unregisterListener(listener);
     });
@@ -291,6 +298,7 @@ export class QMPClient extends Protocol<CommandMessage> {
   // ---------------------------------------------------------- the engine's hooks
 
   protected override async establishSession(signal: AbortSignal): Promise<void> {
+    this.#ended = undefined;
     for (const l of this.#listeners) l[kSessionStarted]();
     if (this.#awaitGreeting) {
       this.greeting = undefined;
@@ -302,8 +310,7 @@ export class QMPClient extends Protocol<CommandMessage> {
     const offersOob = this.greeting?.QMP.capabilities.includes("oob") ?? false;
     const message: CommandMessage = { execute: "qmp_capabilities" };
     if (offersOob) message.arguments = { enable: ["oob"] };
-    message.id = this.#nextId++;
-    const reply = await this.#call(message, { signal }, true);
+    const reply = await this.#call(message, true, { signal }, true);
     if (!("return" in reply)) {
       const what = isErrorReply(reply)
         ? `${reply.error.class}: ${reply.error.desc}`
@@ -389,7 +396,12 @@ export class QMPClient extends Protocol<CommandMessage> {
     pending.reply.reject(new MessageTooLargeError(size, limit));
   }
 
+  protected override peerMayVanish(): boolean {
+    return this.#quitSent;
+  }
+
   protected override sessionEnded(cause: unknown): void {
+    this.#quitSent = false;
     const root = cause ?? new SessionEndedError("The peer closed the connection");
     this.#greetingWaiter?.reject(root);
     this.#greetingWaiter = undefined;
@@ -411,6 +423,7 @@ export class QMPClient extends Protocol<CommandMessage> {
         }),
       );
     }
+    this.#ended = { cause: root };
     for (const l of this.#listeners) l[kSessionEnded](root);
   }
 
@@ -438,33 +451,28 @@ export class QMPClient extends Protocol<CommandMessage> {
     }
   }
 
-  /** A copy of `message` with an id as the rules want it. */
-  #withId(message: CommandMessage, assign: boolean): CommandMessage {
-    if ("id" in message && message.id !== undefined) {
-      if (typeof message.id !== "string") {
-        throw new TypeError(
-          `A caller-chosen id must be a string (numbers are the client's own), got ${JSON.stringify(message.id)}`,
-        );
-      }
-      return { ...message };
-    }
-    return assign ? { ...message, id: this.#nextId++ } : { ...message };
-  }
-
+  /**
+   * Send `message` (ours to change: the callers pass a fresh object) and wait
+   * for its reply. A numeric id is only taken once the call is sure to go
+   * out, so the ids on the wire have no gaps.
+   */
   async #call(
     message: CommandMessage,
+    assignId: boolean,
     options: CallOptions,
     negotiating = false,
   ): Promise<Record<string, unknown>> {
     if (!negotiating) this.requireRunning();
     const timeout = options.timeout ?? this.#timeout;
     options.signal?.throwIfAborted();
+    if (message.id === undefined && assignId) message.id = this.#nextId++;
     const id = message.id;
     const pending: Pending = {
       sent: message,
       reply: deferred(),
       quit: message.execute === "quit" || message["exec-oob"] === "quit",
     };
+    if (pending.quit) this.#quitSent = true;
     if (id === undefined) {
       if (this.#idless !== undefined) {
         throw new DuplicateIdError("Another call without an id is already waiting for its reply");
@@ -472,8 +480,14 @@ export class QMPClient extends Protocol<CommandMessage> {
       this.#idless = pending;
     } else {
       const key = id as string | number;
-      if (this.#pending.has(key))
+      if (this.#pending.has(key)) {
         throw new DuplicateIdError(`The id ${JSON.stringify(id)} is in use`);
+      }
+      if (this.#abandoned.has(key)) {
+        throw new DuplicateIdError(
+          `The id ${JSON.stringify(id)} belongs to an abandoned call whose late reply may still come`,
+        );
+      }
       this.#pending.set(key, pending);
     }
     // A failed send ends the session, which fails the call; nothing to do here.
@@ -501,6 +515,21 @@ export class QMPClient extends Protocol<CommandMessage> {
       this.#abandoned.delete(oldest);
     }
   }
+}
+
+/**
+ * A shallow copy of a caller's message, so the caller's object is never
+ * changed.
+ *
+ * @throws {TypeError} when it has an `id` that is not a string.
+ */
+function copyChecked(message: CommandMessage): CommandMessage {
+  if (message.id !== undefined && typeof message.id !== "string") {
+    throw new TypeError(
+      `A caller-chosen id must be a string (numbers are the client's own), got ${JSON.stringify(message.id)}`,
+    );
+  }
+  return { ...message };
 }
 
 function isEmptyObject(value: object): boolean {

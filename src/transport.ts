@@ -32,10 +32,13 @@ export type SocketAddress = string | UnixAddress | InetAddress | Duplex;
  * `"host:port"`, `"[::1]:port"`. Anything that starts with `/` or `.`, or has
  * no colon, is a UNIX socket path.
  *
- * @throws {TypeError} when the port is not a number from 0 to 65535, or a
- *   bracketed IPv6 address is malformed.
+ * @throws {TypeError} when the address is empty, the port is not a number
+ *   from 0 to 65535, a bracketed IPv6 address is malformed, or an IPv6
+ *   address is not bracketed (`a:b:c` is ambiguous; the Python CLI takes it
+ *   as a path, we say what to write instead).
  */
 export function parseAddress(text: string): string | InetAddress {
+  if (text.trim() === "") throw new TypeError("Invalid address: it is empty");
   if (text.startsWith("/") || text.startsWith(".") || !text.includes(":")) return text;
   let host: string;
   let port: string;
@@ -249,6 +252,9 @@ export class Listener {
     }
     const dir = join(dirname(path), `.qmp-${randomBytes(6).toString("hex")}`);
     await mkdir(dir, { mode: 0o700 });
+    // Take connections from the moment the path is visible: a peer may
+    // connect as soon as the rename below is done, before we return.
+    const listener = new Listener(server, path);
     try {
       const tmp = join(dir, "s");
       await new Promise<void>((resolve, reject) => {
@@ -264,6 +270,8 @@ export class Listener {
         if (existing === undefined && (await lstat(path).catch(() => undefined)) !== undefined) {
           if (await probeUnix(path)) throw addressInUse(path);
         }
+        // The rename keeps the inode: it identifies our file for removal.
+        listener.#unixIno = (await stat(tmp)).ino;
         await rename(tmp, path);
       } catch (err) {
         server.close();
@@ -272,8 +280,6 @@ export class Listener {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-    const listener = new Listener(server, path);
-    listener.#unixIno = (await stat(path)).ino;
     return listener;
   }
 

@@ -144,12 +144,16 @@ export const debugLogger: Logger = {
 /** Placeholder that replaces secret values in traces. */
 export const REDACTED = "<redacted>";
 
-const SECRET_KEY = /pass(?:word|phrase)?|secret|token|(?:^|[-_])key$/i;
+const SECRET_KEY = /passw(?:or)?d|passphrase|secret|token|(?:^|[-_])key$/i;
+/** HMP command lines that carry a secret (sent through `human-monitor-command`). */
+const SECRET_HMP =
+  /^\s*(?:set_password|expire_password|object_add\s+(?:\S*,)?\s*secret|change\s+\S+\s+passw)|passw(?:or)?d|secret/i;
 
 /**
  * A copy of a QMP message safe to log: values of arguments named like a
  * secret (`password`, `secret`, `key`, `token`…), the `data` of a `secret`
- * object (`object-add`), and every argument of `set_password` are replaced by
+ * object (`object-add`), every argument of `set_password`, and an HMP
+ * `command-line` that mentions a password or secret are replaced by
  * `"<redacted>"`. The message itself is not changed.
  */
 export function redact(message: unknown): unknown {
@@ -163,6 +167,12 @@ export function redact(message: unknown): unknown {
       redactedArgs = Object.fromEntries(
         Object.entries(args).map(([k, v]) => [k, k === "protocol" ? v : REDACTED]),
       );
+    } else if (command === "human-monitor-command") {
+      const line = (args as Record<string, unknown>)["command-line"];
+      redactedArgs =
+        typeof line === "string" && SECRET_HMP.test(line)
+          ? { ...args, "command-line": REDACTED }
+          : redactDeep(args, false);
     } else {
       redactedArgs = redactDeep(args, command === "object-add" && isSecretObject(args));
     }

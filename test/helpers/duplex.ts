@@ -4,8 +4,6 @@ import { Duplex } from "node:stream";
 
 /** Two connected duplex streams: what one writes, the other reads. */
 export function duplexPair(): [Duplex, Duplex] {
-  let a!: Duplex;
-  let b!: Duplex;
   const make = (peer: () => Duplex): Duplex =>
     new Duplex({
       read() {},
@@ -23,7 +21,7 @@ export function duplexPair(): [Duplex, Duplex] {
         cb(err);
       },
     });
-  a = make(() => b);
-  b = make(() => a);
+  const a: Duplex = make(() => b);
+  const b: Duplex = make(() => a);
   return [a, b];
 }

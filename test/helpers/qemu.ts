@@ -1,11 +1,14 @@
 // Starting and cleaning up real QEMU processes for tests.
 
 import { type ChildProcess, spawn } from "node:child_process";
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Socket } from "node:net";
 import type { TestContext } from "node:test";
+import { QMPClient, type QMPClientOptions } from "../../src/index.js";
 
 /** The QEMU binary under test: `QMP_TEST_QEMU`, else `qemu-system-x86_64` from PATH. */
 export function qemuBinary(): string {
@@ -28,7 +31,9 @@ export function storageDaemonBinary(): string {
  */
 export function qemuDataArgs(binary = qemuBinary()): string[] {
   const share = join(dirname(binary), "..", "share", "qemu");
-  return binary.includes("/") && existsSync(share) && share !== "/usr/share/qemu" ? ["-L", share] : [];
+  return binary.includes("/") && existsSync(share) && share !== "/usr/share/qemu"
+    ? ["-L", share]
+    : [];
 }
 
 /** The base arguments of every test QEMU: no machine, no devices, no display. */
@@ -75,19 +80,24 @@ export async function startQemu(t: TestContext, options: StartQemuOptions = {}):
   const socketPath = join(dir, "qmp.sock");
   const binary = options.binary ?? (options.storageDaemon ? storageDaemonBinary() : qemuBinary());
   const dash = options.storageDaemon ? "--" : "-";
+  // qemu-system's `-monitor` takes a chardev spec; `-mon` takes `chardev=…`.
+  const mon = options.storageDaemon ? "--monitor" : "-mon";
   const args: string[] = [];
   if (!options.storageDaemon) args.push(...qemuDataArgs(binary), ...QEMU_BASE_ARGS);
-  args.push(`${dash}chardev`, "socket,id=ready,fd=3", `${dash}monitor`, "chardev=ready,mode=control");
   if (options.qmpSocket !== false) {
     const pretty = options.pretty ? ",pretty=on" : "";
     args.push(
       `${dash}chardev`,
       `socket,id=qmp,path=${socketPath},server=on,wait=off`,
-      `${dash}monitor`,
+      mon,
       `chardev=qmp,mode=control${pretty}`,
     );
   }
   args.push(...(options.args ?? []));
+  // Last, so that everything before it exists when its greeting comes:
+  // qemu-storage-daemon handles its options in order, and a monitor's
+  // greeting is sent from its I/O thread at once.
+  args.push(`${dash}chardev`, "socket,id=ready,fd=3", mon, "chardev=ready,mode=control");
   const child = spawn(binary, args, { stdio: ["ignore", "ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (s: string) => (stderr += s));
@@ -111,7 +121,9 @@ export async function startQemu(t: TestContext, options: StartQemuOptions = {}):
     ready.once("data", () => resolve());
     child.once("error", reject);
     void exited.then(({ code, signal }) =>
-      reject(new Error(`QEMU exited before it was ready (code ${code}, signal ${signal}): ${stderr}`)),
+      reject(
+        new Error(`QEMU exited before it was ready (code ${code}, signal ${signal}): ${stderr}`),
+      ),
     );
   });
   return { process: child, dir, socketPath, stderr: () => stderr, exited, kill };
@@ -121,11 +133,64 @@ export async function startQemu(t: TestContext, options: StartQemuOptions = {}):
 export async function qemuVersion(binary = qemuBinary()): Promise<[number, number]> {
   const child = spawn(binary, ["--version"], { stdio: ["ignore", "pipe", "ignore"] });
   let out = "";
-  child.stdout!.setEncoding("utf8").on("data", (s: string) => (out += s));
+  child.stdout.setEncoding("utf8").on("data", (s: string) => (out += s));
   await new Promise((resolve) => child.once("close", resolve));
   const m = /version (\d+)\.(\d+)/.exec(out);
   if (m === null) throw new Error(`Cannot tell the version of ${binary}: ${out}`);
   return [Number(m[1]), Number(m[2])];
+}
+
+/** QEMU's full version and package string, as `--version` prints them. */
+export interface QemuVersionInfo {
+  major: number;
+  minor: number;
+  micro: number;
+  /** What `--version` shows in parentheses after the number (a distro's package), else "". */
+  package: string;
+}
+
+/** The full version of `binary` (QEMU or qemu-storage-daemon), from `--version`. */
+export async function qemuVersionInfo(binary = qemuBinary()): Promise<QemuVersionInfo> {
+  const child = spawn(binary, ["--version"], { stdio: ["ignore", "pipe", "ignore"] });
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (s: string) => (out += s));
+  await new Promise((resolve) => child.once("close", resolve));
+  const m = /version (\d+)\.(\d+)\.(\d+)(?: \(([^)\n]*)\))?/.exec(out);
+  if (m === null) throw new Error(`Cannot tell the version of ${binary}: ${out}`);
+  return { major: Number(m[1]), minor: Number(m[2]), micro: Number(m[3]), package: m[4] ?? "" };
+}
+
+/** A {@link QMPClient} that is destroyed after the test, whatever happens. */
+export function testClient(t: TestContext, options: QMPClientOptions = {}): QMPClient {
+  const client = new QMPClient(options);
+  t.after(() => client.destroy());
+  return client;
+}
+
+/**
+ * Every message `client` sends (`"send"`) or receives (`"receive"`) from now
+ * on, in order, seen through the `qmp:message:*` diagnostics channels. The
+ * subscription ends with the test. `onMessage`, if given, sees each one too.
+ */
+export function recordMessages(
+  t: TestContext,
+  client: QMPClient,
+  direction: "send" | "receive",
+  onMessage?: (message: Record<string, unknown>) => void,
+): Record<string, unknown>[] {
+  const messages: Record<string, unknown>[] = [];
+  const name = `qmp:message:${direction}`;
+  const handler = (data: unknown): void => {
+    const d = data as { client: unknown; message: Record<string, unknown> };
+    if (d.client !== client) return;
+    messages.push(d.message);
+    onMessage?.(d.message);
+  };
+  subscribe(name, handler);
+  t.after(() => {
+    unsubscribe(name, handler);
+  });
+  return messages;
 }
 
 /** A temp dir removed after the test. */
@@ -133,4 +198,24 @@ export function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), "qmp-test-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** `value` as a JSON object; fails the test when it is anything else. */
+export function asObject(value: unknown, what = "value"): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new assert.AssertionError({
+      message: `${what} is not an object: ${JSON.stringify(value)}`,
+    });
+  }
+  return value as Record<string, unknown>;
+}
+
+/** `value` as an array; fails the test when it is anything else. */
+export function asArray(value: unknown, what = "value"): unknown[] {
+  if (!Array.isArray(value)) {
+    throw new assert.AssertionError({
+      message: `${what} is not an array: ${JSON.stringify(value)}`,
+    });
+  }
+  return value;
 }

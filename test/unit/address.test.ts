@@ -106,3 +106,8 @@ void test("formatAddress(parseAddress(text)) gives back the text", () => {
     if (typeof parsed !== "string") assert.deepEqual(parseAddress(formatAddress(parsed)), parsed);
   }
 });
+
+void test("an empty address is a TypeError", () => {
+  assert.throws(() => parseAddress(""), TypeError);
+  assert.throws(() => parseAddress("   "), TypeError);
+});

@@ -391,3 +391,31 @@ void describe("raceSignal", () => {
     assert.equal(aborted, 2);
   });
 });
+
+void describe("redact: HMP and near-miss names", () => {
+  void test("an HMP command line with a password or secret is redacted", () => {
+    for (const line of [
+      "set_password vnc hunter2",
+      "object_add secret,id=s0,data=hunter2",
+      "change vnc password hunter2",
+    ]) {
+      const msg = { execute: "human-monitor-command", arguments: { "command-line": line } };
+      const out = redact(msg) as { arguments: Record<string, unknown> };
+      assert.equal(out.arguments["command-line"], REDACTED, line);
+      assert.equal(msg.arguments["command-line"], line);
+    }
+  });
+
+  void test("an ordinary HMP command line is kept", () => {
+    const msg = { execute: "human-monitor-command", arguments: { "command-line": "info status" } };
+    assert.deepEqual(redact(msg), msg);
+  });
+
+  void test("names that merely contain 'pass' are kept", () => {
+    const msg = {
+      execute: "blockdev-add",
+      arguments: { "pass-discard-request": true, passthrough: 1 },
+    };
+    assert.deepEqual(redact(msg), msg);
+  });
+});
