@@ -537,6 +537,42 @@ for (const kind of KINDS) {
       assert.deepEqual(await s.client.executeMsg({ execute: "query-status", id: "x" }), STATUS);
     });
 
+    void it("refused calls take no id: the ids on the wire have no gaps", T, async (t) => {
+      const s = await openSession(t, kind, { server: { handlers } });
+      await assert.rejects(
+        s.client.execute("query-status", undefined, { signal: AbortSignal.abort() }),
+        { name: "AbortError" },
+      );
+      await assert.rejects(s.client.executeMsg({ execute: "query-status", id: 5 }), TypeError);
+      await s.client.execute("query-status");
+      await s.client.execute("query-status");
+      // qmp_capabilities took 1.
+      const ids = s.peer.received.map((m) => m["id"]);
+      assert.deepEqual(ids, [1, 2, 3]);
+    });
+
+    void it("an abandoned call's id stays reserved until its late reply comes", T, async (t) => {
+      const s = await openSession(t, kind, { server: { handlers } });
+      const ac = new AbortController();
+      const call = s.client.executeMsg({ execute: "hang", id: "mine" }, { signal: ac.signal });
+      await skipNegotiation(s.peer);
+      await s.peer.nextMessage();
+      ac.abort();
+      await assert.rejects(call, { name: "AbortError" });
+      // Reusing "mine" now could take the old command's late reply for the new one.
+      await assert.rejects(
+        s.client.executeMsg({ execute: "echo", arguments: { n: 1 }, id: "mine" }),
+        DuplicateIdError,
+      );
+      s.peer.send({ return: "late", id: "mine" });
+      // Once the late reply is in (and dropped), the id is free again.
+      assert.deepEqual(await s.client.execute("query-status"), STATUS);
+      assert.deepEqual(
+        await s.client.executeMsg({ execute: "echo", arguments: { n: 2 }, id: "mine" }),
+        { n: 2 },
+      );
+    });
+
     // ------------------------------------------------------------------ quit
 
     void it("quit resolves when the peer replies and closes right after", T, async (t) => {

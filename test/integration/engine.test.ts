@@ -238,6 +238,25 @@ void test("connect() with an in-memory Duplex", async (t) => {
   assert.equal(client.runstate, Runstate.IDLE);
 });
 
+void test("over a plain Duplex, the peer's end of stream is answered with ours", async (t) => {
+  const [mine, theirs] = duplexPair();
+  t.after(() => {
+    mine.destroy();
+    theirs.destroy();
+  });
+  const peer = new FakePeer(theirs as unknown as net.Socket);
+  const client = newClient(t);
+  await client.connect(mine);
+  const theirsEnded = new Promise<void>((resolve) => theirs.once("end", resolve));
+  theirs.resume();
+  peer.end();
+  // No disconnect() yet: the client closes its side as soon as it sees the EOF.
+  await theirsEnded;
+  assert.equal(client.runstate, Runstate.DISCONNECTING);
+  await client.disconnect();
+  assert.equal(client.runstate, Runstate.IDLE);
+});
+
 // ----------------------------------------------------------- connect failures
 
 void test("connect() to a missing socket file: ConnectError caused by ENOENT, back to IDLE", async (t) => {
