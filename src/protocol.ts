@@ -302,6 +302,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     await this.destroy();
   }
 
+  /** `<QMPClient name='vm1' runstate=RUNNING>` (the name only when one was given). */
   override toString(): string {
     const tokens = this.name !== undefined ? [`name='${this.name}'`] : [];
     tokens.push(`runstate=${this.#runstate}`);

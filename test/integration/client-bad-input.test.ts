@@ -16,7 +16,7 @@ import {
   StateError,
   UnexpectedTypeError,
 } from "../../src/index.js";
-import type { FakePeer, FakeServerOptions, HandlerResult } from "../../src/testing/index.js";
+import type { FakeServerOptions, HandlerResult } from "../../src/testing/index.js";
 import {
   type Kind,
   KINDS,
@@ -24,7 +24,9 @@ import {
   openSession,
   track,
   watchUnhandledRejections,
+  skipNegotiation,
 } from "./client-harness.js";
+import { rejection } from "../helpers/common.js";
 
 const unhandled = watchUnhandledRejections();
 
@@ -39,21 +41,6 @@ const handlers: NonNullable<FakeServerOptions["handlers"]> = {
 };
 
 const STATUS = { status: "running", running: true };
-
-async function skipNegotiation(peer: FakePeer): Promise<void> {
-  const m = await peer.nextMessage();
-  assert.equal(m["execute"], "qmp_capabilities");
-}
-
-/** Whatever `promise` rejects with (fails if it resolves). */
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  let caught: unknown;
-  await assert.rejects(promise, (err) => {
-    caught = err;
-    return true;
-  });
-  return caught;
-}
 
 /**
  * The session died of `cause`: the pending call got an ExecInterruptedError

@@ -11,7 +11,7 @@ import {
   Runstate,
   StateError,
 } from "../../src/index.js";
-import { type FakePeer, type FakeServerOptions, defaultGreeting } from "../../src/testing/index.js";
+import { type FakeServerOptions, defaultGreeting } from "../../src/testing/index.js";
 import {
   Endpoint,
   KINDS,
@@ -23,6 +23,7 @@ import {
   startSession,
   track,
   watchUnhandledRejections,
+  skipNegotiation,
 } from "./client-harness.js";
 
 const unhandled = watchUnhandledRejections();
@@ -34,12 +35,6 @@ const handlers: NonNullable<FakeServerOptions["handlers"]> = {
 };
 
 const STATUS = { status: "running", running: true };
-
-/** Consume the negotiation message and check it. */
-async function skipNegotiation(peer: FakePeer): Promise<void> {
-  const m = await peer.nextMessage();
-  assert.equal(m["execute"], "qmp_capabilities");
-}
 
 function isTimeoutError(err: unknown): boolean {
   return err instanceof DOMException && err.name === "TimeoutError";

@@ -187,9 +187,10 @@ export function track<T>(promise: Promise<T>): { promise: Promise<T>; settled: (
   return { promise, settled: () => done };
 }
 
-/** Collect unhandled rejections of this test file. */
-export function watchUnhandledRejections(): unknown[] {
-  const seen: unknown[] = [];
-  process.on("unhandledRejection", (reason) => seen.push(reason));
-  return seen;
+/** Consume the client's `qmp_capabilities` from the peer's inbox. */
+export async function skipNegotiation(peer: FakePeer): Promise<void> {
+  const m = await peer.nextMessage();
+  assert.equal(m["execute"], "qmp_capabilities");
 }
+
+export { watchUnhandledRejections } from "../helpers/common.js";

@@ -20,10 +20,10 @@ import {
 } from "../../src/index.js";
 import { FakePeer, FakeQMPServer, type FakeServerOptions } from "../../src/testing/index.js";
 import { duplexPair } from "../helpers/duplex.js";
+import { rejection, watchUnhandledRejections } from "../helpers/common.js";
 
 // Every unhandled rejection in this file is a failure (checked by the last test).
-const unhandled: unknown[] = [];
-process.on("unhandledRejection", (reason) => unhandled.push(reason));
+const unhandled = watchUnhandledRejections();
 
 /** A subclass, to check that messages name the instance's class. */
 class VMClient extends QMPClient {}
@@ -60,16 +60,6 @@ function recordRunstates(client: QMPClient): [Runstate, Runstate][] {
 async function untilState(client: QMPClient, state: Runstate): Promise<void> {
   for (let i = 0; i < 8 && client.runstate !== state; i++) await client.runstateChanged();
   assert.equal(client.runstate, state);
-}
-
-/** The reason `promise` rejects with; fails if it fulfils. */
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  assert.fail("expected a rejection");
 }
 
 /** Connected client and fake peer on a UNIX socket. */

@@ -18,9 +18,9 @@ import {
   type FakeServerOptions,
   makeEvent,
 } from "../../src/testing/index.js";
+import { rejection, watchUnhandledRejections } from "../helpers/common.js";
 
-const unhandled: unknown[] = [];
-process.on("unhandledRejection", (reason) => unhandled.push(reason));
+const unhandled = watchUnhandledRejections();
 
 /** Connected client and fake peer on a UNIX socket, both cleaned up after the test. */
 async function session(
@@ -44,16 +44,6 @@ async function session(
  */
 async function sync(client: QMPClient): Promise<void> {
   await client.execute("query-status");
-}
-
-/** The reason `promise` rejects with; fails if it fulfils. */
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  assert.fail("expected a rejection");
 }
 
 const names = (events: QMPEvent[]): string[] => events.map((e) => e.event);

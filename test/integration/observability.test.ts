@@ -11,9 +11,9 @@ import { inspect } from "node:util";
 import assert from "node:assert/strict";
 import { type Logger, QMPClient, type QMPClientOptions, Runstate } from "../../src/index.js";
 import { type FakePeer, FakeQMPServer, type FakeServerOptions } from "../../src/testing/index.js";
+import { watchUnhandledRejections } from "../helpers/common.js";
 
-const unhandled: unknown[] = [];
-process.on("unhandledRejection", (reason) => unhandled.push(reason));
+const unhandled = watchUnhandledRejections();
 
 interface LogLine {
   level: keyof Logger;

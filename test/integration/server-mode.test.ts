@@ -26,9 +26,9 @@ import {
   StateError,
 } from "../../src/index.js";
 import { FakeQMPServer, type FakePeer } from "../../src/testing/index.js";
+import { rejection, watchUnhandledRejections } from "../helpers/common.js";
 
-const unhandled: unknown[] = [];
-process.on("unhandledRejection", (reason) => unhandled.push(reason));
+const unhandled = watchUnhandledRejections();
 
 function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), "qmp-server-"));
@@ -47,16 +47,6 @@ async function connectPeer(t: TestContext, address: string | InetAddress): Promi
   const peer = await FakeQMPServer.connectTo(address);
   t.after(() => peer.socket.destroy());
   return peer;
-}
-
-/** The reason `promise` rejects with; fails if it fulfils. */
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  assert.fail("expected a rejection");
 }
 
 /** Resolves once `name` exists in `dir` (the client renamed its socket into place). */
