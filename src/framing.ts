@@ -14,6 +14,7 @@
 // top-level keys for `id` and keeps that value (a few bytes), so that the one
 // command whose reply was too large can be told.
 
+import { isAscii } from "node:buffer";
 import { DeserializationError, UnexpectedTypeError } from "./errors.js";
 
 /** A complete inbound message, or the notice that one was too large to keep. */
@@ -217,6 +218,8 @@ export class JsonObjectScanner {
     // Next quote and backslash found by the string fast path (-1: not searched yet).
     let qt = -1;
     let bs = -1;
+    /** The chunk as text when it is all ASCII (null: it is not; undefined: not looked yet). */
+    let ascii: string | null | undefined;
 
     while (i < n) {
       if (this.#depth === 0) {
@@ -248,7 +251,13 @@ export class JsonObjectScanner {
               return;
             }
             if (nl !== -1 && nl - i <= this.#max) {
-              const value = tryParseObject(buf, i, nl);
+              // QEMU escapes non-ASCII, so a chunk is usually ASCII: then
+              // decode it once and slice, instead of decoding each line.
+              if (ascii === undefined) {
+                ascii = isAscii(buf) ? buf.toString("latin1") : null;
+              }
+              const value =
+                ascii !== null ? parseObject(ascii.slice(i, nl)) : tryParseObject(buf, i, nl);
               if (value !== undefined) {
                 sink({ kind: "message", value, size: trimmedSize(buf, nl, nl - i) });
                 i = nl + 1;
@@ -505,9 +514,14 @@ function tryParseObject(
   start: number,
   end: number,
 ): Record<string, unknown> | undefined {
+  return parseObject(buf.toString("utf8", start, end));
+}
+
+/** `text` parsed, if it is exactly one JSON object; else undefined. */
+function parseObject(text: string): Record<string, unknown> | undefined {
   let value: unknown;
   try {
-    value = JSON.parse(buf.toString("utf8", start, end));
+    value = JSON.parse(text);
   } catch {
     return undefined;
   }
