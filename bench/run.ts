@@ -7,7 +7,9 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
 import { JsonObjectScanner, QMPClient } from "../src/index.js";
+import { duplexPair } from "../test/helpers/duplex.js";
 
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 7);
 
@@ -148,6 +150,57 @@ function makeBigReply(bytes: number): Buffer {
   return Buffer.from(JSON.stringify({ return: entries, id: 7 }) + "\r\n");
 }
 
+// --------------------------------------------------------------- client CPU
+
+/** An in-process peer that answers every command at once with `{"return": {}}`. */
+function echoPeer(stream: Duplex): void {
+  const scanner = new JsonObjectScanner();
+  stream.write(
+    '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 10}, "package": ""}, "capabilities": []}}\r\n',
+  );
+  stream.on("data", (chunk: Buffer) => {
+    let out = "";
+    scanner.push(chunk, (f) => {
+      if (f.kind === "message") out += `{"return": {}, "id": ${JSON.stringify(f.value["id"])}}\r\n`;
+    });
+    if (out) stream.write(out);
+  });
+}
+
+/** The least a client can do: write, split replies on newlines, match ids. No timeouts, no checks. */
+class MinimalClient {
+  #id = 1;
+  #pending = new Map<number, (v: unknown) => void>();
+  #rest = "";
+  constructor(readonly stream: Duplex) {
+    stream.setEncoding("utf8");
+    stream.on("data", (text: string) => {
+      const all = this.#rest + text;
+      let start = 0;
+      for (let nl = all.indexOf("\n"); nl !== -1; nl = all.indexOf("\n", start)) {
+        const msg = JSON.parse(all.slice(start, nl)) as { id?: number; return?: unknown };
+        start = nl + 1;
+        if (msg.id !== undefined) {
+          this.#pending.get(msg.id)?.(msg.return);
+          this.#pending.delete(msg.id);
+        }
+      }
+      this.#rest = all.slice(start);
+    });
+  }
+  execute(command: string): Promise<unknown> {
+    const id = this.#id++;
+    return new Promise((resolve) => {
+      this.#pending.set(id, resolve);
+      this.stream.write(JSON.stringify({ execute: command, id }));
+    });
+  }
+}
+
+async function waves(execute: () => Promise<unknown>, waves: number, size: number): Promise<void> {
+  for (let w = 0; w < waves; w++) await Promise.all(Array.from({ length: size }, execute));
+}
+
 // --------------------------------------------------------------- against QEMU
 
 async function startQemu(): Promise<{ client: QMPClient; stop: () => Promise<void> }> {
@@ -214,6 +267,26 @@ async function main(): Promise<void> {
       { name: "append + re-try JSON.parse per chunk", run: () => void retryParseAll(prettyChunks) },
     ],
   );
+
+  const [mine, theirs] = duplexPair();
+  echoPeer(theirs);
+  const full = new QMPClient({ negotiate: false });
+  await full.connect(mine);
+  const [mine2, theirs2] = duplexPair();
+  echoPeer(theirs2);
+  const minimal = new MinimalClient(mine2);
+  results["cpu"] = await compare(
+    "Client CPU: 20 waves of 500 concurrent commands, in-process peer",
+    [
+      { name: "QMPClient.execute", run: () => waves(() => full.execute("query-status"), 20, 500) },
+      {
+        name: "minimal client (no checks, no timeouts, no events)",
+        run: () => waves(() => minimal.execute("query-status"), 20, 500),
+      },
+    ],
+  );
+  await full.disconnect();
+  mine2.destroy();
 
   // Wire cost of ids against a real QEMU: it reads one byte per system call.
   let qemu: Awaited<ReturnType<typeof startQemu>> | undefined;
