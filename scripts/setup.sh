@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what qmp needs on Debian 12 (bookworm): QEMU 10.0 from bookworm-backports
-# (qemu-system-x86_64 and qemu-storage-daemon) and the npm dependencies.
+# (qemu-system-x86_64 and qemu-storage-daemon), openssl (for the TLS tests) and the npm dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -14,6 +14,11 @@ if ! command -v qemu-storage-daemon >/dev/null || ! qemu-system-x86_64 --version
   $SUDO apt-get update -q
   # qemu-system-x86 brings qemu-system-x86_64; qemu-utils brings qemu-storage-daemon.
   $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils
+fi
+if ! command -v openssl >/dev/null; then
+  # The TLS tests make their certificates with openssl.
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends openssl
 fi
 qemu-system-x86_64 --version | head -n 1
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then

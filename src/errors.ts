@@ -13,7 +13,8 @@ export type QMPErrorCode =
   | SessionEndedError["code"]
   | ListenerError["code"]
   | MessageTooLargeError["code"]
-  | DuplicateIdError["code"];
+  | DuplicateIdError["code"]
+  | FdPassingError["code"];
 
 /** Codes of {@link ProtocolError} and its subclasses. */
 export type ProtocolErrorCode =
@@ -233,6 +234,17 @@ export class MessageTooLargeError extends QMPError {
 /** A caller-chosen command id is already in use by a pending command. */
 export class DuplicateIdError extends QMPError {
   override readonly code = "QMP_ERR_DUPLICATE_ID" as const;
+}
+
+/**
+ * File descriptors could not be passed (`sendFdScm()`, `execute(…, { fds })`):
+ * the session does not run over a UNIX socket, the platform is not supported,
+ * the optional native module `koffi` is missing, or the kernel refused the fds
+ * (`cause` then holds the system error). Nothing was sent for that call; the
+ * session goes on.
+ */
+export class FdPassingError extends QMPError {
+  override readonly code = "QMP_ERR_FD_PASSING" as const;
 }
 
 /** One-line description of any thrown value, for messages and logs. */

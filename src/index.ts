@@ -41,6 +41,7 @@ export {
   ListenerError,
   MessageTooLargeError,
   DuplicateIdError,
+  FdPassingError,
   type QMPErrorCode,
   type ProtocolErrorCode,
 } from "./errors.js";
@@ -50,6 +51,7 @@ export {
   type InetAddress,
   type UnixAddress,
   type ListenOptions,
+  type TlsConnectOptions,
 } from "./transport.js";
 export {
   JsonObjectScanner,

@@ -9,6 +9,7 @@ import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { inspect } from "node:util";
 import { ConnectError, QMPError, SessionEndedError, StateError, describe } from "./errors.js";
+import { fdPassingTarget, loadFdSender, sendFdsOn } from "./fd-passing.js";
 import { DEFAULT_MAX_MESSAGE_SIZE, type Frame, JsonObjectScanner } from "./framing.js";
 import { Runstate } from "./runstate.js";
 import {
@@ -16,9 +17,12 @@ import {
   Listener,
   type ListenOptions,
   type SocketAddress,
+  type TlsConnectOptions,
   type UnixAddress,
+  checkTlsAddress,
   formatAddress,
   openStream,
+  tlsSessionFailure,
 } from "./transport.js";
 import {
   type CallOptions,
@@ -59,7 +63,14 @@ export interface ProtocolOptions {
 }
 
 /** Options of `connect()`. */
-export interface ConnectOptions extends CallOptions {}
+export interface ConnectOptions extends CallOptions {
+  /**
+   * Speak TLS (TCP `{ host, port }` only): `true`, or Node's
+   * `tls.ConnectionOptions` (`ca`, `cert`/`key`, `servername`, …). The server
+   * is verified (CA, host name) unless `rejectUnauthorized: false`.
+   */
+  tls?: TlsConnectOptions | undefined;
+}
 
 /** Options of `accept()`. */
 export interface AcceptOptions extends CallOptions {}
@@ -75,6 +86,10 @@ export interface ProtocolEvents {
 
 interface QueuedWrite {
   data: string;
+  /** File descriptors to pass (SCM_RIGHTS) right before `data`. */
+  fds?: readonly number[] | undefined;
+  /** What the fds wait for besides the bytes before them (see {@link Protocol.send}). */
+  fence?: Promise<unknown> | undefined;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -112,6 +127,20 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   #teardown: Promise<void> | undefined;
   #queue: QueuedWrite[] = [];
   #blocked = false;
+  /** The fd-carrying write in progress: the writer holds everything behind it until it is done. */
+  #fdWrite: { item: QueuedWrite; done: Promise<void> } | undefined;
+  /** Set while waiting for the stream to hand every byte to the kernel (writableLength 0). */
+  #flushWaiter: (() => void) | undefined;
+  /** `disconnect()` is writing the queue out itself: the pump stays out of its way. */
+  #flushing = false;
+  /** Write callback: wakes an fd write waiting for the bytes before it to leave. */
+  readonly #afterWrite = (): void => {
+    if (this.#flushWaiter !== undefined && (this.#stream?.writableLength ?? 0) === 0) {
+      const wake = this.#flushWaiter;
+      this.#flushWaiter = undefined;
+      wake();
+    }
+  };
 
   constructor(options: ProtocolOptions = {}) {
     super();
@@ -157,19 +186,24 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * @param address a UNIX socket path, `{ path }`, `{ host, port }`, or an
    *   already-connected socket or `Duplex`.
    * @throws {StateError} when not `IDLE`.
-   * @throws {ConnectError} "Failed to establish connection" (transport) or
-   *   "Failed to establish session" (greeting, negotiation); `cause` is the root error.
+   * @throws {TypeError} for `tls` on anything but a TCP address.
+   * @throws {ConnectError} "Failed to establish connection" (transport, TLS
+   *   included) or "Failed to establish session" (greeting, negotiation);
+   *   `cause` is the root error (for TLS, Node's error with its `code`, e.g.
+   *   `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`).
    * @throws the `signal`'s reason, unwrapped, on abort or timeout.
    */
   async connect(address: SocketAddress, options: ConnectOptions = {}): Promise<void> {
     this.#require(Runstate.IDLE);
+    const tlsOptions = options.tls || undefined;
+    if (tlsOptions !== undefined) checkTlsAddress(address);
     const attempt = this.#beginAttempt();
     const { signal, dispose } = deadline(options, attempt.signal);
     try {
       this.#setState(Runstate.CONNECTING);
       this.logger.debug(`${this.#tag}Connecting to ${formatAddress(address)} ...`);
       const stream = await this.#guard("Failed to establish connection", signal, () =>
-        openStream(address, signal),
+        openStream(address, signal, tlsOptions),
       );
       await this.#establish(stream, signal);
     } finally {
@@ -184,20 +218,24 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * `mode`) with no window in which others can connect.
    *
    * @throws {StateError} when not `IDLE`.
+   * @throws {TypeError} for `tls` on anything but a TCP address.
    * @throws {ConnectError} "Failed to establish connection" when the address
-   *   cannot be bound (in use, a non-socket file in the way, …).
+   *   cannot be bound (in use, a non-socket file in the way, …) or the TLS
+   *   options are unusable.
    */
   async startServer(
     address: string | UnixAddress | InetAddress,
     options: StartServerOptions = {},
   ): Promise<void> {
     this.#require(Runstate.IDLE);
+    if (options.tls !== undefined) checkTlsAddress(address);
     const attempt = this.#beginAttempt();
     const { signal, dispose } = deadline(options, attempt.signal);
     try {
       this.#setState(Runstate.CONNECTING);
       this.logger.debug(`${this.#tag}Listening on ${formatAddress(address)} ...`);
       const listenOptions: ListenOptions = options.mode !== undefined ? { mode: options.mode } : {};
+      if (options.tls !== undefined) listenOptions.tls = options.tls;
       const listening = Listener.listen(address, listenOptions);
       this.#listener = await this.#guard("Failed to establish connection", signal, async () => {
         try {
@@ -354,15 +392,58 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * while the socket's buffer is full, senders wait (backpressure).
    * Messages are written in call order.
    *
+   * With `fds`, the writer passes them (SCM_RIGHTS) right before the
+   * message: once `fence` has settled and every byte queued before them has
+   * been handed to the kernel, in one `sendmsg` on a single space byte.
+   * Everything queued after waits meanwhile, so nothing overtakes. When
+   * they cannot be passed, this rejects with an `FdPassingError` and the
+   * message is not written; the session goes on.
+   *
    * @throws the error that ended the session, if it ends first.
    */
-  protected send(message: TMessage): Promise<void> {
+  protected send(
+    message: TMessage,
+    fds?: readonly number[],
+    fence?: Promise<unknown>,
+  ): Promise<void> {
     if (!this.#sessionOpen) return Promise.reject(new SessionEndedError("The session is over"));
     const data = this.serialize(message);
-    if (this.#trace) this.logger.debug(`${this.#tag}--> ${traceText(message)}`);
+    if (this.#trace) {
+      const with_ = fds !== undefined ? ` (with fds ${fds.join(", ")})` : "";
+      this.logger.debug(`${this.#tag}--> ${traceText(message)}${with_}`);
+    }
     if (sendChannel.hasSubscribers) sendChannel.publish({ client: this, name: this.name, message });
+    return this.#enqueue(data, fds, fence);
+  }
+
+  /**
+   * Queue `fds` for the writer alone (no message after them). They go out in
+   * order with the messages, as {@link send} describes.
+   *
+   * @throws {FdPassingError} (rejects) when they cannot be passed.
+   */
+  protected sendFds(fds: readonly number[], fence?: Promise<unknown>): Promise<void> {
+    if (!this.#sessionOpen) return Promise.reject(new SessionEndedError("The session is over"));
+    if (this.#trace) this.logger.debug(`${this.#tag}--> (fds ${fds.join(", ")})`);
+    return this.#enqueue("", fds, fence);
+  }
+
+  /**
+   * @throws {FdPassingError} when this session cannot pass fds: not a UNIX
+   *   socket (TCP, TLS, another stream) or an unsupported platform. Whether
+   *   the native module loads is only known when the writer gets to the fds.
+   */
+  protected checkFdPassing(): void {
+    fdPassingTarget(this.#stream);
+  }
+
+  #enqueue(
+    data: string,
+    fds: readonly number[] | undefined,
+    fence: Promise<unknown> | undefined,
+  ): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ data, resolve, reject });
+      this.#queue.push({ data, fds, fence, resolve, reject });
       if (!this.#blocked) this.#pump();
     });
   }
@@ -434,7 +515,12 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * Run one step of connecting. On failure: back to IDLE, then reject with the
    * user's abort reason if their signal fired, else a ConnectError.
    */
-  async #guard<T>(phase: string, signal: AbortSignal, step: () => Promise<T>): Promise<T> {
+  async #guard<T>(
+    phase: string,
+    signal: AbortSignal,
+    step: () => Promise<T>,
+    transportFailure?: (err: unknown) => unknown,
+  ): Promise<T> {
     try {
       return await step();
     } catch (err) {
@@ -445,14 +531,22 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
       if (signal.aborted && !(signal.reason instanceof AttemptCancelled)) {
         throw signal.reason as Error;
       }
+      // A TLS failure that shows only once the session starts is still the transport's.
+      const tlsError = transportFailure?.(err);
+      if (tlsError !== undefined) {
+        throw new ConnectError("Failed to establish connection", tlsError);
+      }
       throw new ConnectError(phase, err);
     }
   }
 
   async #establish(stream: Duplex, signal: AbortSignal): Promise<void> {
     this.#attach(stream);
-    await this.#guard("Failed to establish session", signal, () =>
-      raceSignal(this.untilSessionEnd(this.establishSession(signal)), signal),
+    await this.#guard(
+      "Failed to establish session",
+      signal,
+      () => raceSignal(this.untilSessionEnd(this.establishSession(signal)), signal),
+      tlsSessionFailure(stream),
     );
     this.#setState(Runstate.RUNNING);
   }
@@ -526,21 +620,64 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
 
   #pump(): void {
     const stream = this.#stream;
-    if (stream === undefined) return;
+    if (stream === undefined || this.#fdWrite !== undefined || this.#flushing) return;
     // Write everything queued in one go, corked into as few syscalls as the
-    // socket allows, until the socket's buffer is full.
+    // socket allows, until the socket's buffer is full or fds are next.
     const many = this.#queue.length > 1;
     if (many) stream.cork();
+    let fdItem: QueuedWrite | undefined;
     while (this.#queue.length > 0) {
       const item = this.#queue.shift()!;
-      const ok = stream.write(item.data);
+      if (item.fds !== undefined) {
+        fdItem = item;
+        break;
+      }
+      const ok = stream.write(item.data, this.#afterWrite);
       item.resolve();
       if (!ok) {
         this.#blocked = true;
         break;
       }
     }
-    if (many) process.nextTick(() => stream.uncork());
+    if (fdItem === undefined) {
+      if (many) process.nextTick(() => stream.uncork());
+      return;
+    }
+    // Let the bytes before the fds go now; the fds wait for them.
+    if (many) stream.uncork();
+    const done = this.#writeWithFds(stream, fdItem).finally(() => {
+      this.#fdWrite = undefined;
+      if (!this.#blocked) this.#pump();
+    });
+    this.#fdWrite = { item: fdItem, done };
+  }
+
+  /**
+   * Pass `item.fds` in order with the byte stream: wait until every byte
+   * queued before them has been handed to the kernel, send them with
+   * `sendmsg` on a single space byte, then write `item.data`. Never rejects:
+   * an fd problem fails this item only (its message is not written); a lost
+   * connection ends the session.
+   */
+  async #writeWithFds(stream: Duplex, item: QueuedWrite): Promise<void> {
+    const current = (): boolean => this.#stream === stream && !stream.destroyed;
+    try {
+      const sender = await loadFdSender();
+      await item.fence;
+      if (current() && stream.writableLength > 0) {
+        await new Promise<void>((resolve) => (this.#flushWaiter = resolve));
+      }
+      if (!current() || (!this.#sessionOpen && !this.#flushing)) {
+        throw new SessionEndedError("The session ended before the fds were sent");
+      }
+      await sendFdsOn(sender, fdPassingTarget(stream), item.fds!, current);
+    } catch (err) {
+      item.reject(err);
+      if (!(err instanceof QMPError)) this.#endSession(err);
+      return;
+    }
+    if (item.data !== "") stream.write(item.data, this.#afterWrite);
+    item.resolve();
   }
 
   /**
@@ -567,6 +704,9 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     const queued = this.#queue;
     this.#queue = [];
     this.#blocked = false;
+    if (this.#fdWrite !== undefined) queued.unshift(this.#fdWrite.item);
+    this.#flushWaiter?.();
+    this.#flushWaiter = undefined;
     for (const q of queued) q.reject(err ?? new SessionEndedError("The session ended"));
     if (this.#runstate === Runstate.RUNNING) this.#setState(Runstate.DISCONNECTING);
     try {
@@ -579,10 +719,21 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   /** Write out the queue and half-close, bounded by `disconnectTimeout`. */
   async #flush(stream: Duplex): Promise<void> {
     if (stream.destroyed || !stream.writable) return;
-    // Backpressure no longer matters: hand everything to the stream at once.
-    for (const item of this.#queue.splice(0)) {
-      stream.write(item.data);
-      item.resolve();
+    // Backpressure no longer matters: hand everything to the stream at once,
+    // except that fds still wait for the bytes before them.
+    this.#flushing = true;
+    try {
+      await this.#fdWrite?.done;
+      for (let item = this.#queue.shift(); item !== undefined; item = this.#queue.shift()) {
+        if (item.fds !== undefined) {
+          await this.#writeWithFds(stream, item);
+        } else {
+          stream.write(item.data, this.#afterWrite);
+          item.resolve();
+        }
+      }
+    } finally {
+      this.#flushing = false;
     }
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, this.#disconnectTimeout);

@@ -1,10 +1,12 @@
 // The QMP client: greeting, negotiation, command ids, reply routing, execute, events.
 
+import { TLSSocket } from "node:tls";
 import {
   BadReplyError,
   DuplicateIdError,
   ExecInterruptedError,
   ExecuteError,
+  FdPassingError,
   GreetingError,
   ListenerError,
   MessageTooLargeError,
@@ -30,6 +32,7 @@ import {
   isEvent,
   isGreeting,
 } from "./message.js";
+import { checkFds } from "./fd-passing.js";
 import { Protocol, type ProtocolOptions } from "./protocol.js";
 import { type CallOptions, type Deferred, deadline, deferred, raceSignal } from "./util.js";
 
@@ -52,6 +55,14 @@ export interface QMPClientOptions extends ProtocolOptions {
 export interface ExecuteOptions extends CallOptions {
   /** Send as `exec-oob` (out-of-band; needs the `oob` capability, negotiated when offered). */
   oob?: boolean | undefined;
+  /**
+   * File descriptors to pass with the command (SCM_RIGHTS, UNIX sockets
+   * only): they go in one message on a single space byte right before the
+   * command. QEMU keeps only the first fd of a message, so give QEMU one fd
+   * per command (`getfd`, `add-fd`). The fds stay open on our side: close
+   * them yourself once QEMU has them.
+   */
+  fds?: readonly number[] | undefined;
 }
 
 /** Options of {@link QMPClient.raw}. */
@@ -75,10 +86,26 @@ interface Pending {
   sent: Record<string, unknown>;
   reply: Deferred<Record<string, unknown>>;
   quit: boolean;
+  /** Resolves when the call is over: answered, failed, or abandoned. */
+  over: Deferred<void>;
 }
 
 /** How many ids of abandoned (timed out, aborted) calls we remember, to drop late replies quietly. */
 const ABANDONED_MEMORY = 4096;
+
+/**
+ * QEMU before 8.0 stalls on a TLS monitor: commands go unanswered (QEMU 7.2
+ * answers not even `qmp_capabilities`); a bug of its TLS channel, fixed in
+ * QEMU 8.0. What to warn about, for the greeting of a TLS session.
+ */
+function tlsStallWarning(greeting: Greeting): string | undefined {
+  const { major, minor, micro } = greeting.QMP.version.qemu;
+  if (major >= 8) return undefined;
+  return (
+    `QEMU ${major}.${minor}.${micro} over TLS: QEMU before 8.0 stalls on a TLS monitor and ` +
+    "leaves commands unanswered (a QEMU bug, fixed in QEMU 8.0); use QEMU >= 8.0, or a UNIX socket"
+  );
+}
 
 /**
  * A QMP client for QEMU (and `qemu-storage-daemon`).
@@ -135,12 +162,22 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws {MessageTooLargeError} when the reply exceeds `maxMessageSize`.
    * @throws {ExecInterruptedError} when the session ends first (`quit` resolves instead).
    * @throws {StateError} when not `RUNNING`.
+   * @throws {FdPassingError} when `fds` cannot be passed (not a UNIX socket,
+   *   `koffi` not installed, unsupported platform, refused by the kernel);
+   *   the command is then not sent.
+   * @throws {TypeError} when `fds` is not a non-empty array of fd numbers.
    * @throws the `signal`'s reason (`AbortError`, `TimeoutError`) on abort or timeout.
    */
   async execute(command: string, args?: object, options: ExecuteOptions = {}): Promise<JsonValue> {
     const message: CommandMessage = options.oob ? { "exec-oob": command } : { execute: command };
     if (args !== undefined && !isEmptyObject(args)) message.arguments = args;
-    const reply = await this.#call(message, true, options);
+    const fds = options.fds;
+    if (fds !== undefined) {
+      checkFds(fds);
+      this.requireRunning();
+      this.checkFdPassing();
+    }
+    const reply = await this.#call(message, true, options, false, fds);
     return unwrap(message, reply);
   }
 
@@ -193,12 +230,36 @@ export class QMPClient extends Protocol<CommandMessage> {
     const { signal, dispose } = deadline(options);
     using listener = this.listener(options.event, options.filter);
     try {
-      const result = await this.execute(command, args, { oob: options.oob, signal });
+      const result = await this.execute(command, args, {
+        oob: options.oob,
+        fds: options.fds,
+        signal,
+      });
       const event = await listener.get({ signal });
       return { return: result, event };
     } finally {
       dispose();
     }
+  }
+
+  /**
+   * Pass one file descriptor to QEMU (SCM_RIGHTS on a single space byte),
+   * in order with the commands sent before and after it; for `getfd`
+   * (`{ fdname }`) or `add-fd` to take next. Resolves once the kernel has
+   * it. Prefer `execute(cmd, args, { fds: [fd] })`, which ties the fd to its
+   * command. Requires `RUNNING` on a UNIX socket, and the optional
+   * dependency `koffi`. The fd stays open on our side.
+   *
+   * @throws {FdPassingError} when it cannot be passed (TCP/TLS, no `koffi`,
+   *   unsupported platform, refused by the kernel).
+   * @throws {TypeError} when `fd` is not an integer ≥ 0.
+   * @throws {StateError} when not `RUNNING`.
+   */
+  async sendFdScm(fd: number): Promise<void> {
+    checkFds([fd]);
+    this.requireRunning();
+    this.checkFdPassing();
+    await this.sendFds([fd], this.#fdFence());
   }
 
   // --------------------------------------------------------------- events
@@ -305,6 +366,8 @@ export class QMPClient extends Protocol<CommandMessage> {
       this.#greetingWaiter = deferred<Greeting>();
       this.#greetingWaiter.promise.catch(() => {});
       this.greeting = await this.#greetingWaiter.promise;
+      const stall = this.stream instanceof TLSSocket ? tlsStallWarning(this.greeting) : undefined;
+      if (stall !== undefined) this.logger.warn(`${this.#tag}${stall}`);
     }
     if (!this.#negotiate) return;
     const offersOob = this.greeting?.QMP.capabilities.includes("oob") ?? false;
@@ -461,17 +524,23 @@ export class QMPClient extends Protocol<CommandMessage> {
     assignId: boolean,
     options: CallOptions,
     negotiating = false,
+    fds?: readonly number[],
   ): Promise<Record<string, unknown>> {
     if (!negotiating) this.requireRunning();
     const timeout = options.timeout ?? this.#timeout;
     options.signal?.throwIfAborted();
     if (message.id === undefined && assignId) message.id = this.#nextId++;
     const id = message.id;
+    // fds wait until QEMU has answered every command sent before them (see #fdFence).
+    const fence = fds !== undefined ? this.#fdFence() : undefined;
     const pending: Pending = {
       sent: message,
       reply: deferred(),
       quit: message.execute === "quit" || message["exec-oob"] === "quit",
+      over: deferred(),
     };
+    const over = (): void => pending.over.resolve();
+    pending.reply.promise.then(over, over);
     if (pending.quit) this.#quitSent = true;
     if (id === undefined) {
       if (this.#idless !== undefined) {
@@ -490,8 +559,12 @@ export class QMPClient extends Protocol<CommandMessage> {
       }
       this.#pending.set(key, pending);
     }
-    // A failed send ends the session, which fails the call; nothing to do here.
-    this.send(message).catch(() => {});
+    // A failed send ends the session, which fails the call; nothing to do
+    // here, except when fds could not be passed: then the command was not
+    // written and only this call fails.
+    this.send(message, fds, fence).catch((err: unknown) => {
+      if (err instanceof FdPassingError) this.#refuse(pending, id, err);
+    });
     if (options.signal === undefined && timeout === undefined) return pending.reply.promise;
     const d = deadline({ signal: options.signal, timeout });
     try {
@@ -501,7 +574,31 @@ export class QMPClient extends Protocol<CommandMessage> {
     }
   }
 
+  /** `pending` was never sent: forget it and fail it with `err`. */
+  #refuse(pending: Pending, id: JsonValue | undefined, err: unknown): void {
+    if (id === undefined) {
+      if (this.#idless === pending) this.#idless = undefined;
+    } else if (this.#pending.get(id as string | number) === pending) {
+      this.#pending.delete(id as string | number);
+    }
+    pending.reply.reject(err);
+  }
+
+  /**
+   * Settles once every call now pending is over. QEMU holds at most one
+   * received fd set per connection, and with `oob` negotiated its monitor
+   * reads ahead of the commands it runs: fds sent while an earlier command
+   * is still unanswered could replace the fd that command is about to take
+   * (QEMU closes the one it held). So fds wait for this fence.
+   */
+  #fdFence(): Promise<unknown> {
+    const calls = [...this.#pending.values()];
+    if (this.#idless !== undefined) calls.push(this.#idless);
+    return calls.length === 0 ? Promise.resolve() : Promise.all(calls.map((p) => p.over.promise));
+  }
+
   #abandon(pending: Pending, id: JsonValue | undefined): void {
+    pending.over.resolve();
     pending.reply.promise.catch(() => {});
     if (id === undefined) {
       if (this.#idless === pending) this.#idless = undefined;

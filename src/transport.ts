@@ -9,6 +9,8 @@ import { chmod, lstat, mkdir, rename, rm, stat } from "node:fs/promises";
 import net from "node:net";
 import { dirname, join } from "node:path";
 import type { Duplex } from "node:stream";
+import tls from "node:tls";
+import { SessionEndedError } from "./errors.js";
 
 /** A TCP address. */
 export interface InetAddress {
@@ -26,6 +28,27 @@ export interface UnixAddress {
  * or (for `connect()` only) an already-connected socket or any `Duplex`.
  */
 export type SocketAddress = string | UnixAddress | InetAddress | Duplex;
+
+/**
+ * TLS for `connect()`: `true` for the defaults (the system's CAs), or Node's
+ * `tls.ConnectionOptions` (`ca`, `cert`/`key` for a client certificate,
+ * `servername`, …). The peer is verified unless `rejectUnauthorized: false`.
+ */
+export type TlsConnectOptions = true | tls.ConnectionOptions;
+
+/**
+ * Check that TLS is asked for on a TCP address: QEMU serves TLS on TCP only,
+ * and a given stream is used as it is.
+ *
+ * @throws {TypeError} for a UNIX socket address or a stream.
+ */
+export function checkTlsAddress(address: SocketAddress): void {
+  if (typeof address === "object" && isInet(address)) return;
+  const what = isUnix(address)
+    ? `a UNIX socket (${unixPath(address)}); QEMU serves TLS on TCP only`
+    : "a stream, which is used as it is (connect it with tls.connect() and pass the TLSSocket)";
+  throw new TypeError(`The tls option needs a TCP address { host, port }, not ${what}`);
+}
 
 /**
  * Parse an address as typed on a command line: `"/path/to/sock"`,
@@ -120,14 +143,36 @@ function abortable<T>(
 
 /**
  * Open a byte stream to `address`. A `Duplex` is used as it is (a socket
- * still connecting is waited for).
+ * still connecting is waited for). With `tlsOptions` (TCP only), resolves
+ * once the TLS handshake is done and the server verified; `servername`
+ * defaults to the host when it is a name (an IP address is checked against
+ * the certificate's IP subjectAltNames).
  *
- * @throws the socket's error (`ECONNREFUSED`, `ENOENT`, …), or the signal's
- *   reason on abort.
+ * @throws the socket's error (`ECONNREFUSED`, `ENOENT`, …), the TLS error
+ *   (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`,
+ *   `CERT_HAS_EXPIRED`, …), or the signal's reason on abort.
+ * @throws {TypeError} for TLS on anything but a TCP address.
  */
-export function openStream(address: SocketAddress, signal?: AbortSignal): Promise<Duplex> {
+export function openStream(
+  address: SocketAddress,
+  signal?: AbortSignal,
+  tlsOptions?: TlsConnectOptions,
+): Promise<Duplex> {
   let socket: Duplex;
-  if (isInet(address)) {
+  let ready = "connect";
+  if (tlsOptions !== undefined) {
+    checkTlsAddress(address);
+    const { host, port } = address as InetAddress;
+    const options = tlsOptions === true ? {} : tlsOptions;
+    const servername = options.servername ?? (net.isIP(host) === 0 ? host : undefined);
+    socket = tls.connect({
+      ...options,
+      host,
+      port,
+      ...(servername !== undefined ? { servername } : {}),
+    });
+    ready = "secureConnect";
+  } else if (isInet(address)) {
     socket = net.connect({ host: address.host, port: address.port });
   } else if (isUnix(address)) {
     socket = net.connect({ path: unixPath(address) });
@@ -144,7 +189,7 @@ export function openStream(address: SocketAddress, signal?: AbortSignal): Promis
     signal,
     (resolve, reject) => {
       const onError = (err: Error): void => {
-        sock.off("connect", onConnect);
+        sock.off(ready, onConnect);
         sock.destroy();
         reject(err);
       };
@@ -153,16 +198,47 @@ export function openStream(address: SocketAddress, signal?: AbortSignal): Promis
         resolve(sock);
       };
       sock.once("error", onError);
-      sock.once("connect", onConnect);
+      sock.once(ready, onConnect);
     },
     () => sock.destroy(),
   );
+}
+
+/**
+ * For a TLS stream about to carry a session: a function that tells whether an
+ * error while the session is being established is really the TLS layer's (so
+ * a connection failure), and gives the error to report. With TLS 1.3 the
+ * server checks a client's certificate after the client's side of the
+ * handshake is done: a TLS alert (`ERR_SSL_…`, e.g.
+ * `ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`) or a close before the peer
+ * said a word (QEMU just hangs up) comes then. `undefined` for other streams.
+ */
+export function tlsSessionFailure(stream: Duplex): ((err: unknown) => unknown) | undefined {
+  if (!(stream instanceof tls.TLSSocket)) return undefined;
+  let heard = false;
+  stream.once("data", () => (heard = true));
+  return (err) => {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (typeof code === "string" && code.startsWith("ERR_SSL_")) return err;
+    if (heard || !(err instanceof SessionEndedError || code === "ECONNRESET")) return undefined;
+    return new SessionEndedError(
+      "The peer closed the TLS connection right after the handshake, before its greeting: " +
+        "it may have refused our certificate (or the lack of one)",
+      { cause: err },
+    );
+  };
 }
 
 /** Options of {@link Listener.listen}. */
 export interface ListenOptions {
   /** Mode of a UNIX socket file; default `0o600` (owner only). */
   mode?: number;
+  /**
+   * Serve TLS (TCP only) to a QEMU that connects as a TLS client: Node's
+   * `tls.TlsOptions` (`key`/`cert`; `requestCert` and `ca` to require and
+   * verify the peer's certificate, rejected unless `rejectUnauthorized: false`).
+   */
+  tls?: tls.TlsOptions | undefined;
 }
 
 function addressInUse(path: string): Error {
@@ -184,22 +260,48 @@ function probeUnix(path: string): Promise<boolean> {
   });
 }
 
+/** The peer's TLS handshake failed, or its certificate was rejected. */
+function peerTlsError(err: Error, socket: tls.TLSSocket): Error {
+  const reason = socket.authorizationError as unknown as string | Error | null | undefined;
+  if (reason === null || reason === undefined) return err;
+  const code = typeof reason === "string" ? reason : String((reason as { code?: unknown }).code);
+  const text = typeof reason === "string" ? reason : reason.message;
+  return Object.assign(new Error(`The peer's certificate was rejected: ${text}`, { cause: err }), {
+    code,
+  });
+}
+
 /**
  * A listening socket that accepts exactly one peer: the first connection is
  * kept, the listener stops at once, and any connection racing with it is
- * closed.
+ * closed. With TLS, the peer is ready once its handshake is done.
  */
 export class Listener {
   readonly #server: net.Server;
   readonly #unixPath: string | undefined;
   #unixIno: number | undefined;
+  /** The first connection (raw TCP under TLS, until the handshake is done). */
   #peer: net.Socket | undefined;
-  #waiter: ((s: net.Socket) => void) | undefined;
+  /** The peer, ready for a session; or why it cannot be had. */
+  #result: { socket: net.Socket } | { error: Error } | undefined;
+  #waiter: { resolve: (s: net.Socket) => void; reject: (e: unknown) => void } | undefined;
   #closed = false;
 
-  private constructor(server: net.Server, unixPath: string | undefined) {
+  private constructor(
+    server: net.Server,
+    unixPath: string | undefined,
+    tlsOptions?: tls.TlsOptions,
+  ) {
     this.#server = server;
     this.#unixPath = unixPath;
+    // TLS: a server that never listens does the handshake of the one peer
+    // we hand it, so that its events are about that peer only.
+    const tlsServer = tlsOptions !== undefined ? tls.createServer(tlsOptions) : undefined;
+    tlsServer?.on("secureConnection", (socket) => this.#settle({ socket }));
+    tlsServer?.on("tlsClientError", (err, socket) => {
+      socket.destroy();
+      this.#settle({ error: peerTlsError(err, socket) });
+    });
     server.on("connection", (socket) => {
       if (this.#peer !== undefined || this.#closed) {
         socket.destroy();
@@ -207,12 +309,22 @@ export class Listener {
       }
       this.#peer = socket;
       this.#stopListening();
-      const waiter = this.#waiter;
-      this.#waiter = undefined;
-      waiter?.(socket);
+      if (tlsServer !== undefined) tlsServer.emit("connection", socket);
+      else this.#settle({ socket });
     });
     // Errors after listen() (rare: EMFILE on accept) must not crash the process.
     server.on("error", () => {});
+  }
+
+  #settle(result: { socket: net.Socket } | { error: Error }): void {
+    if (this.#result !== undefined) return;
+    this.#result = result;
+    if ("socket" in result) this.#peer = result.socket;
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    if (waiter === undefined) return;
+    if ("socket" in result) waiter.resolve(result.socket);
+    else waiter.reject(result.error);
   }
 
   /**
@@ -228,6 +340,9 @@ export class Listener {
     address: string | UnixAddress | InetAddress,
     options: ListenOptions = {},
   ): Promise<Listener> {
+    if (options.tls !== undefined) checkTlsAddress(address);
+    // Bad TLS options (a key that does not parse, …) fail here, before binding.
+    if (options.tls !== undefined) tls.createSecureContext(options.tls);
     const server = net.createServer({ pauseOnConnect: false });
     if (isInet(address)) {
       await new Promise<void>((resolve, reject) => {
@@ -237,7 +352,7 @@ export class Listener {
           resolve();
         });
       });
-      return new Listener(server, undefined);
+      return new Listener(server, undefined, options.tls);
     }
     const path = unixPath(address);
     const existing = await lstat(path).catch(() => undefined);
@@ -291,20 +406,24 @@ export class Listener {
   }
 
   /**
-   * Wait for the one peer (or take the one that already came).
+   * Wait for the one peer (or take the one that already came); with TLS,
+   * until its handshake is done and its certificate (if asked for) verified.
    *
-   * @throws the signal's reason on abort; an error if the listener was closed.
+   * @throws the signal's reason on abort; an error if the listener was
+   *   closed; the peer's TLS error (its certificate rejected: `code` is
+   *   Node's verification code, e.g. `UNABLE_TO_VERIFY_LEAF_SIGNATURE`).
    */
   accept(signal?: AbortSignal): Promise<net.Socket> {
-    if (this.#peer !== undefined) {
-      const peer = this.#peer;
-      return signal?.aborted ? Promise.reject(signal.reason as unknown) : Promise.resolve(peer);
+    const result = this.#result;
+    if (result !== undefined) {
+      if (signal?.aborted) return Promise.reject(signal.reason as unknown);
+      return "socket" in result ? Promise.resolve(result.socket) : Promise.reject(result.error);
     }
     if (this.#closed) return Promise.reject(new Error("The listener is closed"));
     return abortable<net.Socket>(
       signal,
-      (resolve) => {
-        this.#waiter = resolve;
+      (resolve, reject) => {
+        this.#waiter = { resolve, reject };
       },
       () => {
         this.#waiter = undefined;

@@ -11,6 +11,7 @@ import {
   DuplicateIdError,
   ExecInterruptedError,
   ExecuteError,
+  FdPassingError,
   GreetingError,
   ListenerError,
   MessageTooLargeError,
@@ -116,6 +117,12 @@ const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol:
     cls: DuplicateIdError,
     make: () => new DuplicateIdError("m"),
     code: "QMP_ERR_DUPLICATE_ID",
+    protocol: false,
+  },
+  {
+    cls: FdPassingError,
+    make: () => new FdPassingError("m"),
+    code: "QMP_ERR_FD_PASSING",
     protocol: false,
   },
 ];
