@@ -14,7 +14,8 @@ export type QMPErrorCode =
   | ListenerError["code"]
   | MessageTooLargeError["code"]
   | DuplicateIdError["code"]
-  | FdPassingError["code"];
+  | FdPassingError["code"]
+  | ProcessExitedError["code"];
 
 /** Codes of {@link ProtocolError} and its subclasses. */
 export type ProtocolErrorCode =
@@ -245,6 +246,59 @@ export class DuplicateIdError extends QMPError {
  */
 export class FdPassingError extends QMPError {
   override readonly code = "QMP_ERR_FD_PASSING" as const;
+}
+
+/** How a watched process ended, as {@link ProcessExitedError} reports it. */
+export interface ProcessExit {
+  /** The process id, when known. */
+  pid?: number | undefined;
+  /** Its exit code; `null` when it was killed by a signal, or unknown (a bare pid). */
+  exitCode: number | null;
+  /** The signal that killed it; `null` when it exited by itself, or unknown (a bare pid). */
+  signal: NodeJS.Signals | null;
+  /** Its last lines on stderr (about 20), when they could be read. */
+  stderr?: string | undefined;
+}
+
+/**
+ * The process watched by `connect(…, { retry: { process } })` (QEMU, usually)
+ * exited, or could not be started, before a connection was made: retrying is
+ * pointless. The cause of a `ConnectError`; its own `cause` is the last
+ * connect error, if any (or the spawn error). The message holds the exit
+ * status and the last stderr lines, which usually say what was wrong.
+ */
+export class ProcessExitedError extends QMPError {
+  override readonly code = "QMP_ERR_PROCESS_EXITED" as const;
+  /** The process id, when known. */
+  readonly pid: number | undefined;
+  /** Its exit code; `null` when killed by a signal, or unknown (only a pid was watched). */
+  readonly exitCode: number | null;
+  /** The signal that killed it; `null` when it exited by itself, or unknown. */
+  readonly signal: NodeJS.Signals | null;
+  /**
+   * Its last lines on stderr (about 20), when its stderr was a pipe we could
+   * read (a `ChildProcess` spawned with `stdio` `"pipe"` for stderr); else `undefined`.
+   */
+  readonly stderr: string | undefined;
+
+  constructor(exit: ProcessExit, options?: ErrorOptions) {
+    const who = exit.pid !== undefined ? `The process ${exit.pid}` : "The process";
+    const how =
+      exit.exitCode !== null
+        ? `exited with code ${exit.exitCode} before a connection was made`
+        : exit.signal !== null
+          ? `was killed by ${exit.signal} before a connection was made`
+          : exit.pid !== undefined
+            ? "exited before a connection was made"
+            : "could not be started";
+    const stderr =
+      exit.stderr !== undefined && exit.stderr !== "" ? `; stderr:\n${exit.stderr}` : "";
+    super(`${who} ${how}${stderr}`, options);
+    this.pid = exit.pid;
+    this.exitCode = exit.exitCode;
+    this.signal = exit.signal;
+    this.stderr = exit.stderr;
+  }
 }
 
 /** One-line description of any thrown value, for messages and logs. */

@@ -42,6 +42,8 @@ export {
   MessageTooLargeError,
   DuplicateIdError,
   FdPassingError,
+  ProcessExitedError,
+  type ProcessExit,
   type QMPErrorCode,
   type ProtocolErrorCode,
 } from "./errors.js";
@@ -71,3 +73,5 @@ export type {
   QMPEvent,
 } from "./message.js";
 export { redact, REDACTED, type Logger, type CallOptions } from "./util.js";
+export { type RetryOptions } from "./retry.js";
+export { QMPSupervisor, type SupervisorOptions, type SupervisorEvents } from "./supervisor.js";

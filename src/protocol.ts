@@ -11,6 +11,7 @@ import { inspect } from "node:util";
 import { ConnectError, QMPError, SessionEndedError, StateError, describe } from "./errors.js";
 import { fdPassingTarget, loadFdSender, sendFdsOn } from "./fd-passing.js";
 import { DEFAULT_MAX_MESSAGE_SIZE, type Frame, JsonObjectScanner } from "./framing.js";
+import { type RetryOptions, openWithRetry, retryPolicy } from "./retry.js";
 import { Runstate } from "./runstate.js";
 import {
   type InetAddress,
@@ -70,6 +71,14 @@ export interface ConnectOptions extends CallOptions {
    * is verified (CA, host name) unless `rejectUnauthorized: false`.
    */
   tls?: TlsConnectOptions | undefined;
+  /**
+   * Try again, with back-off, while the socket does not exist yet or refuses
+   * connections (QEMU still starting): `true` for the defaults, or
+   * {@link RetryOptions} (`delay`, `maxDelay`, `attempts`, and the QEMU
+   * `process` to watch). Bounded by `timeout` and `signal`; the runstate
+   * stays `CONNECTING` throughout. Other failures end it at once.
+   */
+  retry?: true | RetryOptions | undefined;
 }
 
 /** Options of `accept()`. */
@@ -186,24 +195,32 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * @param address a UNIX socket path, `{ path }`, `{ host, port }`, or an
    *   already-connected socket or `Duplex`.
    * @throws {StateError} when not `IDLE`.
-   * @throws {TypeError} for `tls` on anything but a TCP address.
+   * @throws {TypeError} for `tls` on anything but a TCP address, `retry` with
+   *   a stream, or a bad `retry.process`.
+   * @throws {RangeError} for bad `retry` numbers.
    * @throws {ConnectError} "Failed to establish connection" (transport, TLS
    *   included) or "Failed to establish session" (greeting, negotiation);
    *   `cause` is the root error (for TLS, Node's error with its `code`, e.g.
    *   `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`).
+   *   With `retry`, the last attempt's error, or a `ProcessExitedError` once
+   *   the watched process has exited.
    * @throws the `signal`'s reason, unwrapped, on abort or timeout.
    */
   async connect(address: SocketAddress, options: ConnectOptions = {}): Promise<void> {
     this.#require(Runstate.IDLE);
     const tlsOptions = options.tls || undefined;
     if (tlsOptions !== undefined) checkTlsAddress(address);
+    const retry = options.retry ? retryPolicy(options.retry, address) : undefined;
     const attempt = this.#beginAttempt();
     const { signal, dispose } = deadline(options, attempt.signal);
     try {
       this.#setState(Runstate.CONNECTING);
       this.logger.debug(`${this.#tag}Connecting to ${formatAddress(address)} ...`);
+      const open = (s: AbortSignal): Promise<Duplex> => openStream(address, s, tlsOptions);
       const stream = await this.#guard("Failed to establish connection", signal, () =>
-        openStream(address, signal, tlsOptions),
+        retry === undefined
+          ? open(signal)
+          : openWithRetry(retry, signal, open, (m) => this.logger.debug(`${this.#tag}${m}`)),
       );
       await this.#establish(stream, signal);
     } finally {

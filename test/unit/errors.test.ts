@@ -16,6 +16,7 @@ import {
   ListenerError,
   MessageTooLargeError,
   NegotiationError,
+  ProcessExitedError,
   ProtocolError,
   QMPError,
   ServerParseError,
@@ -123,6 +124,12 @@ const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol:
     cls: FdPassingError,
     make: () => new FdPassingError("m"),
     code: "QMP_ERR_FD_PASSING",
+    protocol: false,
+  },
+  {
+    cls: ProcessExitedError,
+    make: () => new ProcessExitedError({ pid: 42, exitCode: 1, signal: null }),
+    code: "QMP_ERR_PROCESS_EXITED",
     protocol: false,
   },
 ];
@@ -267,5 +274,32 @@ void describe("errors: fields", () => {
     const event = { event: "STOP" };
     assert.equal(new GreetingError("m", event).received, event);
     assert.equal(new NegotiationError("m", received).received, received);
+  });
+
+  void test("ProcessExitedError: exit status, stderr and cause, each in the message", () => {
+    const cause = Object.assign(new Error("connect ENOENT /x"), { code: "ENOENT" });
+    const err = new ProcessExitedError(
+      { pid: 7, exitCode: 1, signal: null, stderr: "qemu: -foo: invalid option" },
+      { cause },
+    );
+    assert.equal(err.pid, 7);
+    assert.equal(err.exitCode, 1);
+    assert.equal(err.signal, null);
+    assert.equal(err.stderr, "qemu: -foo: invalid option");
+    assert.equal(err.cause, cause);
+    assert.equal(
+      err.message,
+      "The process 7 exited with code 1 before a connection was made; stderr:\nqemu: -foo: invalid option",
+    );
+    const killed = new ProcessExitedError({ pid: 8, exitCode: null, signal: "SIGKILL" });
+    assert.equal(
+      killed.message,
+      "The process 8 was killed by SIGKILL before a connection was made",
+    );
+    assert.equal(killed.stderr, undefined);
+    const gone = new ProcessExitedError({ pid: 9, exitCode: null, signal: null });
+    assert.equal(gone.message, "The process 9 exited before a connection was made");
+    const unborn = new ProcessExitedError({ exitCode: null, signal: null });
+    assert.equal(unborn.message, "The process could not be started");
   });
 });
