@@ -1,6 +1,8 @@
 // Small assertions shared by the test files.
 
 import assert from "node:assert/strict";
+import type { TestContext } from "node:test";
+import { QMPClient, type QMPClientOptions, type Runstate } from "../../src/index.js";
 
 /** The reason `promise` rejects with; fails the test if it fulfils. */
 export async function rejection(promise: Promise<unknown>): Promise<unknown> {
@@ -16,5 +18,19 @@ export async function rejection(promise: Promise<unknown>): Promise<unknown> {
 export function watchUnhandledRejections(): unknown[] {
   const seen: unknown[] = [];
   process.on("unhandledRejection", (reason) => seen.push(reason));
+  return seen;
+}
+
+/** A client destroyed when the test ends, pass or fail. */
+export function newClient(t: TestContext, options: QMPClientOptions = {}): QMPClient {
+  const client = new QMPClient(options);
+  t.after(() => client.destroy());
+  return client;
+}
+
+/** Every runstate transition of `client` from now on, as `[state, previous]`. */
+export function recordRunstates(client: QMPClient): [Runstate, Runstate][] {
+  const seen: [Runstate, Runstate][] = [];
+  client.on("runstate", (state, previous) => seen.push([state, previous]));
   return seen;
 }

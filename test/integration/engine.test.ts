@@ -20,7 +20,12 @@ import {
 } from "../../src/index.js";
 import { FakePeer, FakeQMPServer, type FakeServerOptions } from "../../src/testing/index.js";
 import { duplexPair } from "../helpers/duplex.js";
-import { rejection, watchUnhandledRejections } from "../helpers/common.js";
+import {
+  newClient,
+  recordRunstates,
+  rejection,
+  watchUnhandledRejections,
+} from "../helpers/common.js";
 
 // Every unhandled rejection in this file is a failure (checked by the last test).
 const unhandled = watchUnhandledRejections();
@@ -42,18 +47,6 @@ async function fakeServer(
   const server = await FakeQMPServer.listen(options, address);
   t.after(() => server.close());
   return server;
-}
-
-function newClient(t: TestContext, options: QMPClientOptions = {}): QMPClient {
-  const client = new QMPClient(options);
-  t.after(() => client.destroy());
-  return client;
-}
-
-function recordRunstates(client: QMPClient): [Runstate, Runstate][] {
-  const seen: [Runstate, Runstate][] = [];
-  client.on("runstate", (state, previous) => seen.push([state, previous]));
-  return seen;
 }
 
 /** Wait (through runstateChanged, a bounded number of transitions) until `state`. */

@@ -13,12 +13,15 @@ import {
   GreetingError,
   type Logger,
   ProcessExitedError,
-  QMPClient,
-  type QMPClientOptions,
   Runstate,
 } from "../../src/index.js";
 import { FakeQMPServer, type FakeServerOptions } from "../../src/testing/index.js";
-import { rejection, watchUnhandledRejections } from "../helpers/common.js";
+import {
+  newClient,
+  recordRunstates,
+  rejection,
+  watchUnhandledRejections,
+} from "../helpers/common.js";
 import { tempDir } from "../helpers/qemu.js";
 
 // Every unhandled rejection in this file is a failure (checked by the last test).
@@ -48,18 +51,6 @@ function retryLogger(onRetry?: (attempt: number, wait: number) => void): Logger 
     warn: ignore,
     error: ignore,
   };
-}
-
-function newClient(t: TestContext, options: QMPClientOptions = {}): QMPClient {
-  const client = new QMPClient(options);
-  t.after(() => client.destroy());
-  return client;
-}
-
-function recordRunstates(client: QMPClient): [Runstate, Runstate][] {
-  const seen: [Runstate, Runstate][] = [];
-  client.on("runstate", (state, previous) => seen.push([state, previous]));
-  return seen;
 }
 
 /** A fake server started later (from a log callback); closed after the test. */

@@ -11,14 +11,13 @@ import {
   ExecInterruptedError,
   type Logger,
   QMPClient,
-  type QMPClientOptions,
   QMPError,
   QMPSupervisor,
   Runstate,
   type SupervisorOptions,
 } from "../../src/index.js";
 import { FakePeer, FakeQMPServer } from "../../src/testing/index.js";
-import { rejection, watchUnhandledRejections } from "../helpers/common.js";
+import { newClient, rejection, watchUnhandledRejections } from "../helpers/common.js";
 import { recordMessages, tempDir } from "../helpers/qemu.js";
 
 // Every unhandled rejection in this file is a failure (checked by the last test).
@@ -38,12 +37,6 @@ function lineLogger(onLine: (line: string) => void = () => {}): Logger & { lines
     warn: ignore,
     error: ignore,
   };
-}
-
-function newClient(t: TestContext, options: QMPClientOptions = {}): QMPClient {
-  const client = new QMPClient(options);
-  t.after(() => client.destroy());
-  return client;
 }
 
 function newSupervisor(
