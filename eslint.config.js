@@ -10,7 +10,7 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ["*.js", "scripts/*.mjs"] },
+        projectService: { allowDefaultProject: ["*.js", "bin/*.js", "scripts/*.mjs"] },
         tsconfigRootDir: import.meta.dirname,
       },
     },

@@ -1,0 +1,106 @@
+// What the `qmp` subcommands share: their I/O, exit statuses, addresses and option values.
+
+import { type InetAddress, parseAddress } from "../index.js";
+
+/** Where a subcommand writes and what environment it sees (the process's, or a test's). */
+export interface CliIO {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+}
+
+/** The exit statuses every subcommand uses. */
+export const ExitStatus = {
+  /** The command succeeded (`exec`), or events arrived (`events`). */
+  OK: 0,
+  /** QEMU answered with an error (`exec`), or no event arrived (`events`). */
+  FAILED: 1,
+  /** Bad usage, a connection error, or a timeout. */
+  USAGE: 2,
+} as const;
+
+/** One of {@link ExitStatus}. */
+export type ExitStatus = (typeof ExitStatus)[keyof typeof ExitStatus];
+
+/** A usage error: printed with a pointer to `--help`, exit status 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** The environment variable that gives the address when it is left out. */
+export const ADDRESS_ENV = "QMP_SOCKET";
+
+/**
+ * The address to use: `given`, else `$QMP_SOCKET`, parsed as a command line
+ * address (UNIX path, `host:port`, `[ipv6]:port`).
+ *
+ * @throws {UsageError} when there is neither, or it does not parse.
+ */
+export function resolveAddress(
+  given: string | undefined,
+  env: NodeJS.ProcessEnv,
+): { address: string | InetAddress; text: string } {
+  const text = given ?? env[ADDRESS_ENV];
+  if (text === undefined || text === "") {
+    throw new UsageError(`no ADDRESS given and ${ADDRESS_ENV} is not set`);
+  }
+  try {
+    return { address: parseAddress(text), text };
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/**
+ * Whether a word, first after the options, is an address rather than a
+ * command: it holds a `/` or a `:` and is not raw JSON. Used only when
+ * `$QMP_SOCKET` could stand in for a left-out address.
+ */
+export function looksLikeAddress(word: string): boolean {
+  return !word.startsWith("{") && (word.includes("/") || word.includes(":"));
+}
+
+/**
+ * Seconds as typed (`5`, `0.5`) to milliseconds.
+ *
+ * @throws {UsageError} unless it is a positive number.
+ */
+export function parseSeconds(option: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const seconds = /^\d+(?:\.\d*)?$|^\.\d+$/.test(text) ? Number(text) : NaN;
+  if (!(seconds > 0))
+    throw new UsageError(`${option} needs a positive number of seconds, got '${text}'`);
+  return Math.round(seconds * 1000);
+}
+
+/**
+ * A positive integer as typed.
+ *
+ * @throws {UsageError} unless it is one.
+ */
+export function parseCount(option: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1) || !Number.isSafeInteger(n)) {
+    throw new UsageError(`${option} needs a positive integer, got '${text}'`);
+  }
+  return n;
+}
+
+/** Whether `err` is the `TimeoutError` of an `AbortSignal.timeout()`. */
+export function isTimeout(err: unknown): boolean {
+  return err instanceof DOMException && err.name === "TimeoutError";
+}
+
+/** The message of an error, or its text. */
+export function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Write one line. */
+export function writeLine(stream: NodeJS.WritableStream, text: string): void {
+  stream.write(`${text}\n`);
+}

@@ -1,0 +1,176 @@
+// `qmp exec`: run one command, print its `return` value as JSON, exit with a status for scripts.
+
+import { parseArgs } from "node:util";
+import { ExecuteError, QMPClient, type CommandMessage } from "../index.js";
+import {
+  type CliIO,
+  ExitStatus,
+  UsageError,
+  describe,
+  isTimeout,
+  looksLikeAddress,
+  parseSeconds,
+  resolveAddress,
+  writeLine,
+} from "./common.js";
+import { ShellSyntaxError, TransactionBuilder, parseLine, parseTokens } from "./parse.js";
+
+/** `qmp exec --help`. */
+export const EXEC_HELP = `Usage: qmp exec [options] [ADDRESS] COMMAND [key=value ...]
+
+Run one QMP command and print its "return" value as JSON on stdout.
+
+The arguments use the qmp-shell syntax: integers, true/false, JSON objects
+and arrays, else strings; quoted values are always strings; dotted keys nest
+(a.b=1 gives {"a":{"b":1}}); "transaction( ACTION key=value ... )" runs a
+one-action transaction. A COMMAND that starts with "{" is a whole JSON
+message, sent as is.
+
+ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT. When it is left
+out, QMP_SOCKET gives it; the first word is then taken as ADDRESS only if it
+holds a "/" or a ":".
+
+Options:
+  -t, --timeout S   give up after S seconds (connecting included)
+  -p, --pretty      indent the JSON output
+  -v, --verbose     echo the message sent, as JSON, on stderr
+  -h, --help        show this help
+
+Exit status:
+  0  success
+  1  QEMU answered with an error ("Class: description" on stderr)
+  2  usage error, connection error or timeout
+`;
+
+/**
+ * Run `qmp exec` with `args` (what follows `exec`).
+ *
+ * @returns the exit status; never throws for a usage, connection or QEMU error.
+ */
+export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
+  let options: { timeout: number | undefined; pretty: boolean; verbose: boolean };
+  let words: string[];
+  try {
+    const parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        timeout: { type: "string", short: "t" },
+        pretty: { type: "boolean", short: "p", default: false },
+        verbose: { type: "boolean", short: "v", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+    if (parsed.values.help) {
+      io.stdout.write(EXEC_HELP);
+      return ExitStatus.OK;
+    }
+    options = {
+      timeout: parseSeconds("--timeout", parsed.values.timeout),
+      pretty: parsed.values.pretty,
+      verbose: parsed.values.verbose,
+    };
+    words = parsed.positionals;
+  } catch (err) {
+    return usage(io, describe(err));
+  }
+
+  let addressText: string | undefined;
+  const first = words[0];
+  const envSet = (io.env["QMP_SOCKET"] ?? "") !== "";
+  if (first !== undefined && (!envSet || looksLikeAddress(first))) {
+    addressText = first;
+    words = words.slice(1);
+  }
+  if (words.length === 0) {
+    return usage(io, envSet ? "no COMMAND given" : "no COMMAND given (and QMP_SOCKET is not set)");
+  }
+
+  let message: CommandMessage;
+  try {
+    message = buildMessage(words);
+  } catch (err) {
+    if (err instanceof ShellSyntaxError) {
+      writeLine(io.stderr, `qmp exec: ${err.message}`);
+      writeLine(io.stderr, err.usage);
+      return ExitStatus.USAGE;
+    }
+    return usage(io, describe(err));
+  }
+
+  let address: ReturnType<typeof resolveAddress>;
+  try {
+    address = resolveAddress(addressText, io.env);
+  } catch (err) {
+    return usage(io, describe(err));
+  }
+
+  const seconds = options.timeout === undefined ? "" : `${options.timeout / 1000} s`;
+  const signal = options.timeout === undefined ? undefined : AbortSignal.timeout(options.timeout);
+  const client = new QMPClient({ name: "qmp exec" });
+  try {
+    try {
+      await client.connect(address.address, { signal });
+    } catch (err) {
+      const why = isTimeout(err) ? `no QMP session within ${seconds}` : describe(err);
+      writeLine(io.stderr, `qmp exec: cannot connect to ${address.text}: ${why}`);
+      return ExitStatus.USAGE;
+    }
+    if (options.verbose) writeLine(io.stderr, JSON.stringify(message));
+    const name = String(message.execute ?? message["exec-oob"]);
+    let result: unknown;
+    try {
+      result = await client.executeMsg(message, { signal });
+    } catch (err) {
+      if (err instanceof ExecuteError) {
+        writeLine(io.stderr, `${err.errorClass}: ${err.desc}`);
+        return ExitStatus.FAILED;
+      }
+      const why = isTimeout(err) ? `no reply within ${seconds}` : describe(err);
+      writeLine(io.stderr, `qmp exec: ${name}: ${why}`);
+      return ExitStatus.USAGE;
+    }
+    writeLine(io.stdout, JSON.stringify(result, null, options.pretty ? 2 : undefined));
+    await client.disconnect().catch(() => {});
+    return ExitStatus.OK;
+  } finally {
+    await client.destroy();
+  }
+}
+
+/**
+ * The message for the words after the address: a raw JSON object (one
+ * word), or `COMMAND key=value …` / a one-line transaction.
+ *
+ * @throws {ShellSyntaxError} for a syntax error.
+ * @throws {UsageError} for a transaction left open, or a message without a command.
+ */
+function buildMessage(words: string[]): CommandMessage {
+  const first = words[0]!;
+  if (first.trimStart().startsWith("{")) {
+    if (words.length > 1)
+      throw new UsageError("a JSON message must be the only word after ADDRESS");
+    const result = parseLine(first);
+    if (result.kind !== "command") throw new UsageError("not a command");
+    const message = result.message;
+    if (typeof message["execute"] !== "string" && typeof message["exec-oob"] !== "string") {
+      throw new UsageError('a JSON message needs an "execute" (or "exec-oob") string');
+    }
+    if (message["id"] !== undefined && typeof message["id"] !== "string") {
+      throw new UsageError('the "id" of a JSON message must be a string');
+    }
+    return message;
+  }
+  const result = parseTokens(words, new TransactionBuilder());
+  if (result.kind !== "command") {
+    throw new UsageError('the transaction is not closed: end it with ")"');
+  }
+  return result.message;
+}
+
+function usage(io: CliIO, message: string): ExitStatus {
+  writeLine(io.stderr, `qmp exec: ${message}`);
+  writeLine(io.stderr, "Try 'qmp exec --help' for more information.");
+  return ExitStatus.USAGE;
+}

@@ -1,0 +1,100 @@
+// The `qmp` command: dispatch to the subcommands, top-level --help and --version.
+
+import { readFileSync } from "node:fs";
+import { type CliIO, ExitStatus, writeLine } from "./common.js";
+import { EVENTS_HELP, runEvents } from "./events.js";
+import { EXEC_HELP, runExec } from "./exec.js";
+
+/** `qmp --help`. */
+export const MAIN_HELP = `Usage: qmp COMMAND [options] [ARGS ...]
+
+A client for the QEMU Machine Protocol (QMP).
+
+Commands:
+  exec [ADDRESS] COMMAND [key=value ...]   run one QMP command, print its return value as JSON
+  events [ADDRESS]                          print QMP events as JSON lines
+  shell                                     the interactive qmp-shell (coming; not implemented yet)
+  wrap                                      start QEMU and a shell it connects to (coming; not implemented yet)
+
+ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT; when it is left
+out, the QMP_SOCKET environment variable gives it.
+
+Options:
+  -h, --help        show this help; "qmp COMMAND --help" shows a command's
+  -V, --version     print the version of qmp
+
+Run "qmp COMMAND --help" for a command's options and exit statuses.
+`;
+
+/** The help text of each subcommand, by name (for tests and docs). */
+export const HELP: Readonly<Record<string, string>> = {
+  exec: EXEC_HELP,
+  events: EVENTS_HELP,
+};
+
+/** The package's version, from its package.json. */
+export function version(): string {
+  const url = new URL("../../../package.json", import.meta.url);
+  const pkg = JSON.parse(readFileSync(url, "utf8")) as { version?: unknown };
+  return String(pkg.version);
+}
+
+/**
+ * Run `qmp` with `argv` (the arguments after the program name).
+ * SIGINT and SIGTERM end `qmp events` cleanly.
+ *
+ * @returns the exit status: 0 success, 1 failure (see each command), 2 usage.
+ */
+export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined:
+      io.stderr.write(MAIN_HELP);
+      return ExitStatus.USAGE;
+    case "-h":
+    case "--help":
+      io.stdout.write(MAIN_HELP);
+      return ExitStatus.OK;
+    case "-V":
+    case "--version":
+      writeLine(io.stdout, version());
+      return ExitStatus.OK;
+    case "exec":
+      return runExec(rest, io);
+    case "events":
+      return withStopSignal((stop) => runEvents(rest, io, stop));
+    case "shell":
+    case "wrap":
+      writeLine(io.stderr, `qmp ${command}: not implemented yet (coming in a later release)`);
+      return ExitStatus.USAGE;
+    default:
+      writeLine(io.stderr, `qmp: unknown command '${command}'`);
+      writeLine(io.stderr, "Try 'qmp --help' for more information.");
+      return ExitStatus.USAGE;
+  }
+}
+
+/** The process's own streams and environment. */
+function processIO(): CliIO {
+  return { stdout: process.stdout, stderr: process.stderr, env: process.env };
+}
+
+/** Run `fn` with a signal that SIGINT, SIGTERM or a closed stdout (EPIPE, e.g. `| head`) aborts. */
+async function withStopSignal<T>(fn: (stop: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const stop = (): void => controller.abort();
+  const onError = (err: NodeJS.ErrnoException): void => {
+    if (err.code !== "EPIPE") throw err;
+    stop();
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.stdout.on("error", onError);
+  try {
+    return await fn(controller.signal);
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+    process.stdout.off("error", onError);
+  }
+}
