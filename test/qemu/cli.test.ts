@@ -36,15 +36,31 @@ function jsonLines(stdout: string): Record<string, unknown>[] {
     .map((line) => asObject(JSON.parse(line), line));
 }
 
+/** query-status of a running QEMU, without the fields only some versions have (7.2's singlestep). */
+const RUNNING = { status: "running", running: true };
+function runningStatus(value: unknown): { status: unknown; running: unknown } {
+  const o = asObject(value, "query-status");
+  return { status: o["status"], running: o["running"] };
+}
+
+/** `stdout` is exactly one line of compact JSON: the return value of query-status. */
+function assertStatusLine(stdout: string): void {
+  assert.match(stdout, /^\{[^\n ]*\}\n$/);
+  assert.deepEqual(runningStatus(JSON.parse(stdout)), RUNNING);
+}
+
 void test("exec prints the return value as one line of JSON, exit 0", T, async (t) => {
   const qemu = await startQemu(t);
   const r = await qmp(t, ["exec", qemu.socketPath, "query-status"]);
-  assert.deepEqual(r, {
-    code: 0,
-    signal: null,
-    stdout: '{"status":"running","running":true}\n',
-    stderr: "",
-  });
+  assert.deepEqual(
+    { code: r.code, signal: r.signal, stderr: r.stderr },
+    {
+      code: 0,
+      signal: null,
+      stderr: "",
+    },
+  );
+  assertStatusLine(r.stdout);
 });
 
 void test("exec passes key=value arguments: strings, quoted strings, JSON", T, async (t) => {
@@ -176,7 +192,7 @@ void test("exec: usage and syntax errors exit 2 before connecting", T, async (t)
   assert.match(badJson.stderr, /Invalid JSON message/);
 
   // None of these reached QEMU: it is still running.
-  assert.deepEqual(await client.execute("query-status"), { status: "running", running: true });
+  assert.deepEqual(runningStatus(await client.execute("query-status")), RUNNING);
 });
 
 void test("exec: connection errors exit 2", T, async (t) => {
@@ -215,7 +231,7 @@ void test("exec and events take the address from QMP_SOCKET", T, async (t) => {
   const env = withoutSocket({ QMP_SOCKET: qemu.socketPath });
   const r = await qmp(t, ["exec", "query-status"], { env });
   assert.equal(r.code, 0);
-  assert.equal(r.stdout, '{"status":"running","running":true}\n');
+  assertStatusLine(r.stdout);
 
   // An explicit address still wins (this one does not exist).
   const other = await qmp(t, ["exec", `${qemu.dir}/other.sock`, "query-status"], { env });
@@ -261,7 +277,7 @@ void test("events --count prints K events as JSON lines, then exits 0", T, async
     assert.equal(typeof ts["microseconds"], "number");
   }
   // The CLI's own session ended: QEMU still serves ours.
-  assert.deepEqual(await client.execute("query-status"), { status: "running", running: true });
+  assert.deepEqual(runningStatus(await client.execute("query-status")), RUNNING);
 });
 
 void test("events --name filters by name (repeatable)", T, async (t) => {
