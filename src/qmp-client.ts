@@ -11,6 +11,7 @@ import {
   ListenerError,
   MessageTooLargeError,
   NegotiationError,
+  ProtocolError,
   ServerParseError,
   SessionEndedError,
 } from "./errors.js";
@@ -92,6 +93,13 @@ interface Pending {
 
 /** How many ids of abandoned (timed out, aborted) calls we remember, to drop late replies quietly. */
 const ABANDONED_MEMORY = 4096;
+
+/**
+ * How long `qmp_capabilities` may take on a TLS session with a QEMU before
+ * 8.0 before we call it the known stall rather than wait for the caller's
+ * timeout (a QEMU with the fix backported answers at once).
+ */
+const TLS_STALL_TIMEOUT = 3000;
 
 /**
  * QEMU before 8.0 stalls on a TLS monitor: commands go unanswered (QEMU 7.2
@@ -359,6 +367,7 @@ export class QMPClient extends Protocol<CommandMessage> {
   // ---------------------------------------------------------- the engine's hooks
 
   protected override async establishSession(signal: AbortSignal): Promise<void> {
+    let stall: string | undefined;
     this.#ended = undefined;
     for (const l of this.#listeners) l[kSessionStarted]();
     if (this.#awaitGreeting) {
@@ -366,14 +375,34 @@ export class QMPClient extends Protocol<CommandMessage> {
       this.#greetingWaiter = deferred<Greeting>();
       this.#greetingWaiter.promise.catch(() => {});
       this.greeting = await this.#greetingWaiter.promise;
-      const stall = this.stream instanceof TLSSocket ? tlsStallWarning(this.greeting) : undefined;
+      stall = this.stream instanceof TLSSocket ? tlsStallWarning(this.greeting) : undefined;
       if (stall !== undefined) this.logger.warn(`${this.#tag}${stall}`);
     }
     if (!this.#negotiate) return;
     const offersOob = this.greeting?.QMP.capabilities.includes("oob") ?? false;
     const message: CommandMessage = { execute: "qmp_capabilities" };
     if (offersOob) message.arguments = { enable: ["oob"] };
-    const reply = await this.#call(message, true, { signal }, true);
+    let reply: Record<string, unknown>;
+    if (stall === undefined) {
+      reply = await this.#call(message, true, { signal }, true);
+    } else {
+      // A known stall must not hang the connect until the caller's timeout
+      // (or forever, without one): give it a few seconds, then say why.
+      const bounded = deadline({ signal, timeout: TLS_STALL_TIMEOUT });
+      try {
+        reply = await this.#call(message, true, { signal: bounded.signal }, true);
+      } catch (err) {
+        if (!signal.aborted && bounded.signal.aborted) {
+          throw new ProtocolError(
+            `No reply to qmp_capabilities within ${TLS_STALL_TIMEOUT} ms: ${stall}`,
+            { cause: err },
+          );
+        }
+        throw err;
+      } finally {
+        bounded.dispose();
+      }
+    }
     if (!("return" in reply)) {
       const what = isErrorReply(reply)
         ? `${reply.error.class}: ${reply.error.desc}`

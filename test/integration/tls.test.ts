@@ -12,6 +12,7 @@ import {
   ConnectError,
   type InetAddress,
   type Logger,
+  ProtocolError,
   QMPClient,
   Runstate,
   SessionEndedError,
@@ -356,6 +357,34 @@ void describe("connect({ tls })", () => {
     await client.disconnect();
     assert.equal(logger.warned.length, 1, JSON.stringify(logger.warned));
   });
+
+  void it(
+    "QEMU before 8.0 over TLS that leaves qmp_capabilities unanswered: a clear error, not a hang",
+    T,
+    async (t) => {
+      const stalled = await tlsQmpServer(t, pki.server, {
+        greeting: {
+          QMP: {
+            version: { qemu: { major: 7, minor: 2, micro: 22 }, package: "" },
+            capabilities: ["oob"],
+          },
+        },
+        handlers: { qmp_capabilities: () => undefined },
+      });
+      const client = newClient(t, warnings());
+      const started = Date.now();
+      const err = await rejection(client.connect(stalled.address, { tls: { ca: pki.ca } }));
+      assert.ok(err instanceof ConnectError, String(err));
+      assert.match(err.message, /^Failed to establish session/);
+      assert.ok(err.cause instanceof ProtocolError, String(err.cause));
+      assert.match(
+        err.cause.message,
+        /qmp_capabilities.*QEMU 7\.2\.22 over TLS.*fixed in QEMU 8\.0/,
+      );
+      assert.ok(Date.now() - started >= 2900, "gave up before the stall bound");
+      assert.equal(client.runstate, Runstate.IDLE);
+    },
+  );
 });
 
 void describe("startServer({ tls })", () => {
