@@ -129,7 +129,10 @@ function tlsStallWarning(greeting: Greeting): string | undefined {
  * to {@link events} and to every registered {@link EventListener}.
  */
 export class QMPClient extends Protocol<CommandMessage> {
-  /** The greeting of the current (or last) session, once received. */
+  /**
+   * The greeting of the current (or last) session, once received; with
+   * `awaitGreeting: false`, the first greeting that arrives anyway.
+   */
   greeting: Greeting | undefined;
   /** The default listener: takes every event; cannot be unregistered. */
   readonly events: EventListener;
@@ -370,8 +373,8 @@ export class QMPClient extends Protocol<CommandMessage> {
     let stall: string | undefined;
     this.#ended = undefined;
     for (const l of this.#listeners) l[kSessionStarted]();
+    this.greeting = undefined;
     if (this.#awaitGreeting) {
-      this.greeting = undefined;
       this.#greetingWaiter = deferred<Greeting>();
       this.#greetingWaiter.promise.catch(() => {});
       this.greeting = await this.#greetingWaiter.promise;
@@ -418,6 +421,14 @@ export class QMPClient extends Protocol<CommandMessage> {
     }
     if ("QMP" in message) {
       const waiter = this.#greetingWaiter;
+      if (waiter === undefined && !this.#awaitGreeting && this.greeting === undefined) {
+        // Not waited for (awaitGreeting: false), yet it is QEMU's, not a guest agent's.
+        if (isGreeting(message)) {
+          this.greeting = message;
+          this.logger.debug(`${this.#tag}Greeting received (not awaited)`);
+          return;
+        }
+      }
       if (waiter === undefined) {
         // QEMU 7.2 may send a stale greeting to a client that connects right
         // after a short-lived one; it means nothing to this session.

@@ -1,5 +1,6 @@
 // What the `qmp` subcommands share: their I/O, exit statuses, addresses and option values.
 
+import { readFileSync } from "node:fs";
 import { type InetAddress, parseAddress } from "../index.js";
 
 /** Where a subcommand writes and what environment it sees (the process's, or a test's). */
@@ -103,4 +104,11 @@ export function describe(err: unknown): string {
 /** Write one line. */
 export function writeLine(stream: NodeJS.WritableStream, text: string): void {
   stream.write(`${text}\n`);
+}
+
+/** The package's version, from its package.json. */
+export function version(): string {
+  const url = new URL("../../../package.json", import.meta.url);
+  const pkg = JSON.parse(readFileSync(url, "utf8")) as { version?: unknown };
+  return String(pkg.version);
 }

@@ -1,9 +1,9 @@
 // The `qmp` command: dispatch to the subcommands, top-level --help and --version.
 
-import { readFileSync } from "node:fs";
-import { type CliIO, ExitStatus, writeLine } from "./common.js";
+import { ExitStatus, version, writeLine } from "./common.js";
 import { EVENTS_HELP, runEvents } from "./events.js";
 import { EXEC_HELP, runExec } from "./exec.js";
+import { SHELL_HELP, type ShellIO, WRAP_HELP, runShell, runWrap } from "./shell.js";
 
 /** `qmp --help`. */
 export const MAIN_HELP = `Usage: qmp COMMAND [options] [ARGS ...]
@@ -11,10 +11,10 @@ export const MAIN_HELP = `Usage: qmp COMMAND [options] [ARGS ...]
 A client for the QEMU Machine Protocol (QMP).
 
 Commands:
-  exec [ADDRESS] COMMAND [key=value ...]   run one QMP command, print its return value as JSON
+  shell [ADDRESS]                           the interactive shell (a throwaway QEMU without ADDRESS)
+  wrap -- QEMU-COMMAND [ARGS ...]           start QEMU connected to a shell
+  exec [ADDRESS] COMMAND [key=value ...]    run one QMP command, print its return value as JSON
   events [ADDRESS]                          print QMP events as JSON lines
-  shell                                     the interactive qmp-shell (coming; not implemented yet)
-  wrap                                      start QEMU and a shell it connects to (coming; not implemented yet)
 
 ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT; when it is left
 out, the QMP_SOCKET environment variable gives it.
@@ -30,14 +30,9 @@ Run "qmp COMMAND --help" for a command's options and exit statuses.
 export const HELP: Readonly<Record<string, string>> = {
   exec: EXEC_HELP,
   events: EVENTS_HELP,
+  shell: SHELL_HELP,
+  wrap: WRAP_HELP,
 };
-
-/** The package's version, from its package.json. */
-export function version(): string {
-  const url = new URL("../../../package.json", import.meta.url);
-  const pkg = JSON.parse(readFileSync(url, "utf8")) as { version?: unknown };
-  return String(pkg.version);
-}
 
 /**
  * Run `qmp` with `argv` (the arguments after the program name).
@@ -45,7 +40,7 @@ export function version(): string {
  *
  * @returns the exit status: 0 success, 1 failure (see each command), 2 usage.
  */
-export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
+export async function main(argv: string[], io: ShellIO = processIO()): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case undefined:
@@ -64,9 +59,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     case "events":
       return withStopSignal((stop) => runEvents(rest, io, stop));
     case "shell":
+      return runShell(rest, io);
     case "wrap":
-      writeLine(io.stderr, `qmp ${command}: not implemented yet (coming in a later release)`);
-      return ExitStatus.USAGE;
+      return runWrap(rest, io);
     default:
       writeLine(io.stderr, `qmp: unknown command '${command}'`);
       writeLine(io.stderr, "Try 'qmp --help' for more information.");
@@ -75,8 +70,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
 }
 
 /** The process's own streams and environment. */
-function processIO(): CliIO {
-  return { stdout: process.stdout, stderr: process.stderr, env: process.env };
+function processIO(): ShellIO {
+  return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env };
 }
 
 /** Run `fn` with a signal that SIGINT, SIGTERM or a closed stdout (EPIPE, e.g. `| head`) aborts. */

@@ -277,15 +277,37 @@ export function tokenize(line: string): string[] {
       continue;
     }
     // A JSON value whose brackets never close is not JSON: split it at spaces.
-    const end = wordEnd(line, i, true) ?? wordEnd(line, i, false)!;
-    words.push(line.slice(i, end));
-    i = end;
+    let word = scanWord(line, i, true);
+    if (word.open === "bracket") word = scanWord(line, i, false);
+    if (word.open === "quote") {
+      const q = line[word.quote]!;
+      throw new ShellSyntaxError(
+        `Unterminated ${q === '"' ? "double" : "single"} quote in: ${line}`,
+      );
+    }
+    words.push(line.slice(i, word.end));
+    i = word.end;
   }
   return words;
 }
 
-/** End of the word starting at `start`, or `undefined` when `brackets` and they never close. */
-function wordEnd(line: string, start: number, brackets: boolean): number | undefined {
+/** Where a word of a line ends, and whether the line ends inside it (see {@link scanWord}). */
+export interface ScannedWord {
+  /** The index after the word (the line's length when the line ends inside it). */
+  end: number;
+  /** What is still open at the end of the line: a quote, a JSON bracket, or nothing. */
+  open: "quote" | "bracket" | undefined;
+  /** Where the open quote is (when `open` is "quote"). */
+  quote: number;
+}
+
+/**
+ * Scan the word starting at `start`: it ends at whitespace outside quotes
+ * and, with `brackets`, outside the brackets of a JSON value (a `{` or `[`
+ * right after the word's first `=`, and any bracket nested in it). Never
+ * throws: an unterminated quote or bracket is reported in `open`.
+ */
+export function scanWord(line: string, start: number, brackets = true): ScannedWord {
   let depth = 0;
   let seenEquals = false;
   let i = start;
@@ -293,35 +315,41 @@ function wordEnd(line: string, start: number, brackets: boolean): number | undef
     const c = line[i]!;
     if (depth === 0 && isSpace(c)) break;
     if (c === '"' || c === "'") {
-      i = quoteEnd(line, i) + 1;
+      const end = closingQuote(line, i);
+      if (end === -1) return { end: line.length, open: "quote", quote: i };
+      i = end + 1;
       continue;
     }
-    if (brackets) {
-      if (c === "=" && !seenEquals) {
-        seenEquals = true;
-        const next = line[i + 1];
-        if (next === "{" || next === "[") {
-          depth = 1;
-          i += 2;
-          continue;
-        }
-      } else if (depth > 0 && (c === "{" || c === "[")) depth++;
-      else if (depth > 0 && (c === "}" || c === "]")) depth--;
-    } else if (c === "=") {
+    if (brackets && c === "=" && !seenEquals) {
       seenEquals = true;
-    }
+      const next = line[i + 1];
+      if (next === "{" || next === "[") {
+        depth = 1;
+        i += 2;
+        continue;
+      }
+    } else if (depth > 0 && (c === "{" || c === "[")) depth++;
+    else if (depth > 0 && (c === "}" || c === "]")) depth--;
     i++;
   }
-  return depth > 0 ? undefined : i;
+  return { end: i, open: depth > 0 ? "bracket" : undefined, quote: -1 };
 }
 
-/** Index of the quote closing the one at `open`. */
-function quoteEnd(text: string, open: number): number {
+/** Index of the quote closing the one at `open`, or -1 when it is not closed. */
+export function closingQuote(text: string, open: number): number {
   const q = text[open]!;
   for (let i = open + 1; i < text.length; i++) {
     if (text[i] === "\\") i++;
     else if (text[i] === q) return i;
   }
+  return -1;
+}
+
+/** Index of the quote closing the one at `open`. */
+function quoteEnd(text: string, open: number): number {
+  const end = closingQuote(text, open);
+  if (end !== -1) return end;
+  const q = text[open]!;
   throw new ShellSyntaxError(`Unterminated ${q === '"' ? "double" : "single"} quote in: ${text}`);
 }
 
@@ -365,7 +393,8 @@ export function dequote(text: string): string {
   return out;
 }
 
-function isSpace(c: string): boolean {
+/** Whether `c` separates words (the whitespace Python's `str.split()` splits at). */
+export function isSpace(c: string): boolean {
   return c === " " || c === "\t" || c === "\n" || c === "\r" || c === "\f" || c === "\v";
 }
 

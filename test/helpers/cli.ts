@@ -33,6 +33,11 @@ export interface CliRun {
 export interface RunQmpOptions {
   /** The environment; default: ours without `QMP_SOCKET`. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * What to give `qmp` on stdin: a string is written and stdin closed;
+   * `{ pipe: true }` leaves the pipe open (write to `child.stdin`); default: nothing.
+   */
+  stdin?: string | { pipe: true };
 }
 
 /** Start `node bin/qmp.js ...args`; it is killed after the test if still running. */
@@ -41,13 +46,14 @@ export function runQmp(t: TestContext, args: string[], options: RunQmpOptions = 
   const child = spawn(process.execPath, [QMP_BIN, ...args], {
     cwd: ROOT,
     env,
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: [options.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
   });
+  if (typeof options.stdin === "string") child.stdin?.end(options.stdin);
   let stdout = "";
   let stderr = "";
   const watchers = new Set<() => void>();
-  child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-  child.stderr.setEncoding("utf8").on("data", (s: string) => {
+  child.stdout!.setEncoding("utf8").on("data", (s: string) => (stdout += s));
+  child.stderr!.setEncoding("utf8").on("data", (s: string) => {
     stderr += s;
     for (const w of watchers) w();
   });

@@ -1,10 +1,11 @@
 // `qmp --help`, each command's `--help` and `--version`, checked against the README and package.json.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ROOT, qmp } from "../helpers/cli.js";
+import { ROOT, qmp, withoutSocket } from "../helpers/cli.js";
+import { tempDir } from "../helpers/qemu.js";
 
 const README = readFileSync(join(ROOT, "README.md"), "utf8");
 
@@ -18,6 +19,9 @@ function section(text: string, heading: string): string {
   return next === null ? rest : rest.slice(0, next.index);
 }
 
+/** An option line of a help text: `  -t, --timeout S   text`, or `      --long-only X   text`. */
+const OPTION_LINE = /^ {2}((?:-\w, | {4})--[\w-]+(?: [A-Z]+)?) {2,}(\S.*)$/;
+
 /** The option lines of a help text (`-t, --timeout S`), from its "Options:" block. */
 function helpOptions(help: string): string[] {
   const block = help.split("\nOptions:\n")[1];
@@ -25,9 +29,9 @@ function helpOptions(help: string): string[] {
   const options: string[] = [];
   for (const line of block.split("\n")) {
     if (line === "") break;
-    const m = /^ {2}(-\w, --[\w-]+(?: [A-Z]+)?) {2,}\S/.exec(line);
+    const m = OPTION_LINE.exec(line);
     assert.ok(m !== null, `unexpected option line: ${JSON.stringify(line)}`);
-    options.push(m[1]!);
+    options.push(m[1]!.trim());
   }
   return options;
 }
@@ -60,20 +64,15 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.deepEqual(commands, table);
   assert.deepEqual(
     commands.map((c) => c.split(" ")[1]),
-    ["exec", "events", "shell", "wrap"],
+    ["shell", "wrap", "exec", "events"],
   );
-  // The coming ones are marked as such in both.
-  for (const name of ["shell", "wrap"]) {
-    assert.match(r.stdout, new RegExp(`^ {2}${name} .*not implemented yet`, "m"));
-    assert.match(cli, new RegExp(`^\\| \`qmp ${name}\` .*not implemented yet`, "m"));
-  }
   assert.deepEqual(helpOptions(r.stdout), ["-h, --help", "-V, --version"]);
   for (const option of ["--help", "--version"])
     assert.ok(cli.includes(`\`qmp ${option}\``), option);
   assert.ok(cli.includes("`QMP_SOCKET`") && r.stdout.includes("QMP_SOCKET"));
 });
 
-for (const command of ["exec", "events"]) {
+for (const command of ["exec", "events", "shell", "wrap"]) {
   void test(`qmp ${command} --help matches the README's options table`, async (t) => {
     const r = await qmp(t, [command, "--help"]);
     assert.equal(r.code, 0);
@@ -85,11 +84,12 @@ for (const command of ["exec", "events"]) {
     assert.deepEqual(readmeOptions(readme), fromHelp);
     // The same text for each option, too.
     for (const line of r.stdout.split("\n")) {
-      const m = /^ {2}(-\w, --[\w-]+(?: [A-Z]+)?) {2,}(.*)$/.exec(line);
+      const m = OPTION_LINE.exec(line);
       if (m === null) continue;
-      const row = new RegExp(`^\\| \`${m[1]!}\` +\\| (.*?) +\\|$`, "m").exec(readme);
-      assert.ok(row !== null, `${m[1]} missing from the README`);
-      assert.equal(row[1], m[2], `${m[1]}: README and --help differ`);
+      const option = m[1]!.trim();
+      const row = new RegExp(`^\\| \`${option}\` +\\| (.*?) +\\|$`, "m").exec(readme);
+      assert.ok(row !== null, `${option} missing from the README`);
+      assert.equal(row[1], m[2], `${option}: README and --help differ`);
     }
     // Both document every exit status.
     for (const status of ["0", "1", "2"]) {
@@ -108,17 +108,58 @@ void test("qmp --version prints the package's version", async (t) => {
   }
 });
 
-void test("shell and wrap say they are not implemented yet; unknown commands are usage errors", async (t) => {
-  for (const command of ["shell", "wrap"]) {
-    const r = await qmp(t, [command]);
-    assert.equal(r.code, 2);
-    assert.equal(r.stdout, "");
-    assert.match(r.stderr, new RegExp(`^qmp ${command}: not implemented yet`));
-  }
+void test("unknown commands are usage errors", async (t) => {
   const unknown = await qmp(t, ["frobnicate"]);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /^qmp: unknown command 'frobnicate'\nTry 'qmp --help'/);
   const none = await qmp(t, []);
   assert.equal(none.code, 2);
   assert.match(none.stderr, /^Usage: qmp /);
+});
+
+void test("shell and wrap: usage errors are one line and a pointer to --help, exit 2", async (t) => {
+  const cases: [string[], string][] = [
+    [["shell", "-H", "-N"], "qmp shell: -H (HMP) needs a negotiated session: it cannot go with -N"],
+    [["shell", "a.sock", "b.sock"], "qmp shell: unexpected argument 'b.sock'"],
+    [["shell", "--qemu", "q", "/run/vm.sock"], "qmp shell: --qemu is for the throwaway QEMU"],
+    [["shell", "--bogus"], "qmp shell: Unknown option '--bogus'"],
+    [["shell", "-l", ""], "qmp shell: --log needs a file name"],
+    [["shell", "host:port:x"], "qmp shell: "],
+    [["wrap"], "qmp wrap: no QEMU command given"],
+    [["wrap", "-p", "--"], "qmp wrap: no QEMU command given"],
+    [["wrap", "--qemu", "x", "--", "qemu"], "qmp wrap: Unknown option '--qemu'"],
+  ];
+  for (const [args, message] of cases) {
+    const r = await qmp(t, args, { stdin: "" });
+    const command = args[0]!;
+    assert.equal(r.code, 2, args.join(" "));
+    assert.equal(r.stdout, "", args.join(" "));
+    assert.ok(r.stderr.startsWith(message), `${args.join(" ")}: ${r.stderr}`);
+    assert.ok(r.stderr.endsWith(`\nTry 'qmp ${command} --help' for more information.\n`), r.stderr);
+    assert.equal(r.stderr.split("\n").length, 3, r.stderr);
+  }
+});
+
+void test("wrap: a QEMU binary that does not exist is a one-line error, exit 2", async (t) => {
+  const env = withoutSocket({ TMPDIR: tempDir(t) });
+  const r = await qmp(t, ["wrap", "--", "no-such-qemu-binary", "-machine", "none"], {
+    stdin: "",
+    env,
+  });
+  assert.deepEqual(r, {
+    code: 2,
+    signal: null,
+    stdout: "",
+    stderr: "qmp: cannot run 'no-such-qemu-binary': command not found\n",
+  });
+  // Its private socket directory is gone too.
+  assert.deepEqual(readdirSync(env["TMPDIR"]!), []);
+});
+
+void test("shell: an address nobody listens on is a connection error, exit 2", async (t) => {
+  const path = join(tempDir(t), "nobody.sock");
+  const r = await qmp(t, ["shell", path], { stdin: "query-status\n" });
+  assert.equal(r.code, 2);
+  assert.equal(r.stdout, "");
+  assert.match(r.stderr, new RegExp(`^qmp shell: cannot connect to ${path}: .*\n$`));
 });

@@ -641,6 +641,29 @@ for (const kind of KINDS) {
     });
 
     void it(
+      "awaitGreeting: false on a QEMU: its greeting is kept, not warned about",
+      T,
+      async (t) => {
+        const warnings: string[] = [];
+        const logger = {
+          debug: () => {},
+          info: () => {},
+          warn: (m: string) => warnings.push(m),
+          error: (m: string) => warnings.push(m),
+        };
+        const s = await startSession(t, kind, {
+          client: { awaitGreeting: false, negotiate: false, logger },
+          server: { handlers },
+        });
+        await s.connected;
+        // The greeting is read before the reply to the first command.
+        assert.deepEqual(await s.client.execute("echo", { a: 1 }), { a: 1 });
+        assert.deepEqual(s.client.greeting, defaultGreeting());
+        assert.deepEqual(warnings, []);
+      },
+    );
+
+    void it(
       "negotiate: false alone waits for the greeting but sends no qmp_capabilities",
       T,
       async (t) => {

@@ -1,0 +1,840 @@
+// `qmp shell` and `qmp wrap`: the interactive qmp-shell — prompt, completion, events, history, log.
+
+import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import * as readline from "node:readline";
+import { parseArgs } from "node:util";
+import {
+  type JsonObject,
+  type JsonValue,
+  type Logger,
+  QMPClient,
+  Runstate,
+  redact,
+} from "../index.js";
+import { type CliIO, ExitStatus, describe, resolveAddress, version, writeLine } from "./common.js";
+import { HmpCompleter, QmpCompleter } from "./complete.js";
+import { LaunchError, type LaunchedQemu, THROWAWAY_QEMU, launchQemu } from "./launch.js";
+import { ShellSyntaxError, TransactionBuilder, USAGE_LINE, parseLine } from "./parse.js";
+
+const TYPING = `Typing:
+  COMMAND key=value ...   run a command: values are integers, true/false,
+                          JSON objects and arrays, else strings; dotted keys
+                          nest (a.b=1 gives {"a":{"b":1}})
+  {"execute": ...}        send a JSON message as is
+  transaction(            open a transaction (prompt TRANS>): then one
+                          ACTION key=value ... per line, and ")" to run it
+  Tab                     complete command names, argument names and values
+  Ctrl-C                  clear the line, or stop waiting for a reply
+  Ctrl-D                  leave (QEMU keeps running, unless qmp started it)
+In HMP mode (-H), lines are human monitor commands; "cpu N" picks the CPU
+the following commands run on.`;
+
+const SHELL_OPTIONS = `  -H, --hmp               HMP mode: lines are human monitor commands
+  -N, --skip-negotiation  no capabilities negotiation (for the guest agent)
+  -p, --pretty            indent JSON output
+  -v, --verbose           print each message sent, as JSON
+  -l, --log FILE          append each exchange to FILE as JSON lines (secrets redacted)
+      --history FILE      keep the history in FILE (default ~/.qmp_history; "" for none)`;
+
+/** `qmp shell --help`. */
+export const SHELL_HELP = `Usage: qmp shell [options] [ADDRESS]
+
+An interactive QMP shell: qmp-shell syntax, Tab completion from the
+schema, history, and events printed as they arrive.
+
+ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT; when it is left
+out, QMP_SOCKET gives it. With neither, the shell starts a throwaway
+"qemu-system-x86_64 -machine none -nodefaults -display none" of its own,
+and stops it when you leave.
+
+${TYPING}
+
+Options:
+${SHELL_OPTIONS}
+      --qemu BINARY       the throwaway QEMU's binary (default qemu-system-x86_64)
+  -h, --help              show this help
+
+Exit status:
+  0  you left (Ctrl-D), or QEMU closed the connection
+  1  the connection broke with an error
+  2  usage error, or no connection
+`;
+
+/** `qmp wrap --help`. */
+export const WRAP_HELP = `Usage: qmp wrap [options] -- QEMU-COMMAND [ARGS ...]
+
+Start QEMU with a QMP monitor that connects to a private socket of ours,
+then open the shell on it. Leaving the shell stops QEMU (SIGTERM) and
+removes the socket. QEMU's own output is printed above the prompt.
+
+  qmp wrap -- qemu-system-x86_64 -machine q35 -m 1G -display none
+
+${TYPING}
+
+Options:
+${SHELL_OPTIONS}
+  -h, --help              show this help
+
+Exit status:
+  0  you left (Ctrl-D), or QEMU closed the connection
+  1  the connection broke with an error
+  2  usage error, or QEMU could not be started or did not connect
+`;
+
+/** The options the shell runs with (shared by `shell` and `wrap`). */
+interface ShellOptions {
+  hmp: boolean;
+  negotiate: boolean;
+  pretty: boolean;
+  verbose: boolean;
+  log: string | undefined;
+  /** The history file; `undefined` for none. */
+  history: string | undefined;
+}
+
+/** What the shell reads and writes: the process's streams, or a test's. */
+export interface ShellIO extends CliIO {
+  stdin: NodeJS.ReadableStream;
+}
+
+const OPTION_SPEC = {
+  hmp: { type: "boolean", short: "H", default: false },
+  "skip-negotiation": { type: "boolean", short: "N", default: false },
+  pretty: { type: "boolean", short: "p", default: false },
+  verbose: { type: "boolean", short: "v", default: false },
+  log: { type: "string", short: "l" },
+  history: { type: "string" },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
+/** How many history lines are kept, in memory and in the file. */
+export const HISTORY_SIZE = 1000;
+
+/**
+ * Run `qmp shell` with `args` (what follows `shell`).
+ *
+ * @returns the exit status; never throws for a usage, connection or QEMU error.
+ */
+export async function runShell(args: string[], io: ShellIO): Promise<ExitStatus> {
+  let options: ShellOptions;
+  let addressText: string | undefined;
+  let qemu: string;
+  try {
+    const parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: { ...OPTION_SPEC, qemu: { type: "string" } },
+    });
+    if (parsed.values.help) {
+      io.stdout.write(SHELL_HELP);
+      return ExitStatus.OK;
+    }
+    options = shellOptions(parsed.values, io.env);
+    if (parsed.positionals.length > 1) {
+      throw new Error(`unexpected argument '${parsed.positionals[1]}'`);
+    }
+    addressText = parsed.positionals[0] ?? (io.env["QMP_SOCKET"] || undefined);
+    if (addressText !== undefined && parsed.values.qemu !== undefined) {
+      throw new Error("--qemu is for the throwaway QEMU: give it without an ADDRESS");
+    }
+    qemu = parsed.values.qemu ?? THROWAWAY_QEMU[0];
+  } catch (err) {
+    return usage(io, "shell", describe(err));
+  }
+
+  const shell = new Shell(options, io);
+  if (addressText === undefined) {
+    const argv = [qemu, ...THROWAWAY_QEMU.slice(1)];
+    writeLine(io.stdout, `Starting a throwaway QEMU: ${argv.join(" ")}`);
+    writeLine(io.stdout, "(it is stopped when you leave)");
+    return hangUpOr(shell, io, await shell.runLaunched(argv));
+  }
+  let address: ReturnType<typeof resolveAddress>;
+  try {
+    address = resolveAddress(addressText, io.env);
+  } catch (err) {
+    return usage(io, "shell", describe(err));
+  }
+  return hangUpOr(shell, io, await shell.runConnected(address.address, address.text));
+}
+
+/**
+ * After a shell whose terminal went away (SIGHUP, EIO), end the process the
+ * way SIGHUP does: exiting normally would make Node restore the terminal's
+ * modes, which fails on a dead terminal with an assertion (a Node bug).
+ */
+function hangUpOr(shell: Shell, io: ShellIO, status: ExitStatus): ExitStatus {
+  if (shell.hungUp && io.stdin === process.stdin) process.kill(process.pid, "SIGHUP");
+  return status;
+}
+
+/**
+ * Run `qmp wrap` with `args` (what follows `wrap`): options, then `--` (or
+ * the first word that is not an option) and QEMU's command line.
+ *
+ * @returns the exit status; never throws for a usage, launch or QEMU error.
+ */
+export async function runWrap(args: string[], io: ShellIO): Promise<ExitStatus> {
+  let options: ShellOptions;
+  let argv: string[];
+  try {
+    const split = splitWrapArgs(args);
+    const parsed = parseArgs({
+      args: split.own,
+      allowPositionals: false,
+      strict: true,
+      options: OPTION_SPEC,
+    });
+    if (parsed.values.help) {
+      io.stdout.write(WRAP_HELP);
+      return ExitStatus.OK;
+    }
+    options = shellOptions(parsed.values, io.env);
+    argv = split.qemu;
+    if (argv.length === 0)
+      throw new Error("no QEMU command given (qmp wrap -- qemu-system-… ARGS)");
+  } catch (err) {
+    return usage(io, "wrap", describe(err));
+  }
+  const shell = new Shell(options, io);
+  return hangUpOr(shell, io, await shell.runLaunched(argv));
+}
+
+/** Split `qmp wrap`'s arguments into its own options and QEMU's command line. */
+function splitWrapArgs(args: string[]): { own: string[]; qemu: string[] } {
+  const dashes = args.indexOf("--");
+  if (dashes !== -1) return { own: args.slice(0, dashes), qemu: args.slice(dashes + 1) };
+  const { tokens } = parseArgs({
+    args,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+    options: OPTION_SPEC,
+  });
+  const first = tokens.find((t) => t.kind === "positional");
+  if (first === undefined) return { own: args, qemu: [] };
+  return { own: args.slice(0, first.index), qemu: args.slice(first.index) };
+}
+
+function shellOptions(
+  values: {
+    hmp: boolean;
+    "skip-negotiation": boolean;
+    pretty: boolean;
+    verbose: boolean;
+    log?: string | undefined;
+    history?: string | undefined;
+  },
+  env: NodeJS.ProcessEnv,
+): ShellOptions {
+  if (values.hmp && values["skip-negotiation"]) {
+    throw new Error("-H (HMP) needs a negotiated session: it cannot go with -N");
+  }
+  if (values.log === "") throw new Error("--log needs a file name");
+  const home = env["HOME"] ?? homedir();
+  const history = values.history ?? join(home, ".qmp_history");
+  return {
+    hmp: values.hmp,
+    negotiate: !values["skip-negotiation"],
+    pretty: values.pretty,
+    verbose: values.verbose,
+    log: values.log,
+    history: history === "" ? undefined : history,
+  };
+}
+
+function usage(io: CliIO, command: string, message: string): ExitStatus {
+  writeLine(io.stderr, `qmp ${command}: ${message}`);
+  writeLine(io.stderr, `Try 'qmp ${command} --help' for more information.`);
+  return ExitStatus.USAGE;
+}
+
+/** JSON the way qmp-shell prints it: `{"a": 1, "b": [2, 3]}`, or indented with `-p`. */
+function formatJson(value: unknown, pretty: boolean): string {
+  if (pretty) return JSON.stringify(value, null, 4);
+  return spaced(value);
+}
+
+function spaced(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(spaced).join(", ")}]`;
+  if (typeof value === "object" && value !== null) {
+    const entries = Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${spaced(v)}`);
+    return `{${entries.join(", ")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+function isObject(value: unknown): value is JsonObject {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Whether the TTY check passes for both ends: then the shell is interactive. */
+function isTTY(stream: NodeJS.ReadableStream | NodeJS.WritableStream): boolean {
+  return (stream as { isTTY?: boolean }).isTTY === true;
+}
+
+/** How long the shell waits for the data Tab completion needs. */
+const COMPLETION_TIMEOUT = 10_000;
+
+/** How long a `quit` may take to close the connection before the prompt comes back. */
+const QUIT_WAIT = 3000;
+
+/** Whether `message` asks QEMU to quit (QMP `quit`, or HMP `quit`/`q`). */
+function isQuit(message: JsonObject): boolean {
+  const command = message["execute"] ?? message["exec-oob"];
+  if (command === "quit") return true;
+  const args = message["arguments"];
+  return (
+    command === "human-monitor-command" &&
+    isObject(args) &&
+    typeof args["command-line"] === "string" &&
+    /^\s*(?:quit|q)\s*$/.test(args["command-line"])
+  );
+}
+
+/** After this long without a greeting, say what may be wrong (the wait goes on). */
+const GREETING_HINT_AFTER = 3000;
+
+/** One shell session: the prompt loop over a connected client. */
+class Shell {
+  readonly #options: ShellOptions;
+  readonly #io: ShellIO;
+  readonly #interactive: boolean;
+  readonly #client: QMPClient;
+  readonly #tx = new TransactionBuilder();
+  #rl: readline.Interface | undefined;
+  /** The prompt is on screen, waiting for a line: output goes above it. */
+  #atPrompt = false;
+  /** The command being run, to stop waiting for its reply on Ctrl-C. */
+  #running: AbortController | undefined;
+  #qmpCompleter = new QmpCompleter([]);
+  #hmpCompleter: HmpCompleter | undefined;
+  #cpuIndex: number | undefined;
+  #logFd: number | undefined;
+  /** We are leaving: a session end is ours, not news. */
+  #leaving = false;
+  /** Set when QEMU ended the session: resolves to the error if it broke rather than closed. */
+  #ended: Promise<unknown> | undefined;
+  /** The terminal is gone: nothing more is written to it. */
+  #hungUp = false;
+  /** History lines that hold a secret: kept in memory, never written to the file. */
+  readonly #secretLines = new Set<string>();
+
+  /** Whether the shell ended because its terminal went away. */
+  get hungUp(): boolean {
+    return this.#hungUp;
+  }
+
+  constructor(options: ShellOptions, io: ShellIO) {
+    this.#options = options;
+    this.#io = io;
+    this.#interactive = isTTY(io.stdin) && isTTY(io.stdout);
+    this.#client = new QMPClient({
+      name: "qmp shell",
+      negotiate: options.negotiate,
+      awaitGreeting: options.negotiate,
+      logger: this.#logger(),
+    });
+  }
+
+  /** Connect to `address`, then run the shell. */
+  async runConnected(
+    address: Parameters<QMPClient["connect"]>[0],
+    text: string,
+  ): Promise<ExitStatus> {
+    const hint = setTimeout(() => {
+      writeLine(
+        this.#io.stderr,
+        `qmp shell: connected to ${text}, but no greeting yet; ` +
+          "is another client using this monitor? (Ctrl-C to give up)",
+      );
+    }, GREETING_HINT_AFTER);
+    const stop = new AbortController();
+    const onSignal = (): void => stop.abort(new Error("interrupted"));
+    process.once("SIGINT", onSignal);
+    try {
+      await this.#client.connect(address, { signal: stop.signal });
+    } catch (err) {
+      writeLine(this.#io.stderr, `qmp shell: cannot connect to ${text}: ${describe(err)}`);
+      await this.#client.destroy();
+      return ExitStatus.USAGE;
+    } finally {
+      clearTimeout(hint);
+      process.off("SIGINT", onSignal);
+    }
+    return this.#session(`at ${text}`);
+  }
+
+  /** Start QEMU with `argv` (it connects to us), then run the shell; stop QEMU after. */
+  async runLaunched(argv: string[]): Promise<ExitStatus> {
+    const stop = new AbortController();
+    const onSignal = (): void => stop.abort(new Error("interrupted"));
+    process.once("SIGINT", onSignal);
+    let qemu: LaunchedQemu;
+    try {
+      qemu = await launchQemu(this.#client, argv, {
+        signal: stop.signal,
+        onOutput: (line) => {
+          // What QEMU says once we are leaving (its SIGTERM notice) is not news.
+          if (!this.#leaving) this.#print(line);
+        },
+      });
+    } catch (err) {
+      const what =
+        err instanceof LaunchError ? err.message : `QEMU did not connect: ${describe(err)}`;
+      writeLine(this.#io.stderr, `qmp: ${what}`);
+      await this.#client.destroy();
+      return ExitStatus.USAGE;
+    } finally {
+      process.off("SIGINT", onSignal);
+    }
+    try {
+      return await this.#session(`(pid ${qemu.child.pid})`);
+    } finally {
+      const { exitCode, signalCode } = qemu.child;
+      if (signalCode !== null && signalCode !== "SIGTERM") {
+        writeLine(this.#io.stdout, `(QEMU was killed by ${signalCode})`);
+      } else if (exitCode !== null && exitCode !== 0) {
+        writeLine(this.#io.stdout, `(QEMU exited with code ${exitCode})`);
+      }
+      await qemu.stop();
+    }
+  }
+
+  /** The shell proper, on a session that is up. */
+  async #session(where: string): Promise<ExitStatus> {
+    const { stdout } = this.#io;
+    const v = this.#client.greeting?.QMP.version.qemu;
+    const qemu = v === undefined ? "QMP" : `QEMU ${v.major}.${v.minor}.${v.micro}`;
+    if (this.#interactive) {
+      const mode = this.#options.hmp ? "HMP" : "QMP";
+      writeLine(stdout, `Welcome to the ${mode} shell of qmp ${version()}!`);
+      writeLine(stdout, `Connected to ${qemu} ${where}.`);
+      if (!this.#options.negotiate) {
+        writeLine(stdout, "Capabilities not negotiated (-N): send qmp_capabilities if needed.");
+      }
+      writeLine(stdout, "Tab completes; Ctrl-D leaves.");
+    }
+    if (this.#options.log !== undefined) {
+      try {
+        this.#logFd = openSync(this.#options.log, "a", 0o600);
+      } catch (err) {
+        writeLine(this.#io.stderr, `qmp shell: cannot open the log: ${describe(err)}`);
+        await this.#client.disconnect().catch(() => {});
+        return ExitStatus.USAGE;
+      }
+    }
+
+    const rl = readline.createInterface({
+      input: this.#io.stdin,
+      output: this.#interactive ? stdout : undefined,
+      terminal: this.#interactive,
+      completer: (line: string): [string[], string] => this.#complete(line),
+      history: this.#interactive ? this.#loadHistory() : [],
+      historySize: this.#interactive ? HISTORY_SIZE : 0,
+      removeHistoryDuplicates: true,
+      tabSize: 4,
+    });
+    this.#rl = rl;
+    rl.on("history", (history: string[]) => this.#saveHistory(history));
+    rl.on("SIGINT", () => this.#interrupt());
+
+    const onRunstate = (state: Runstate): void => {
+      if (state === Runstate.DISCONNECTING && !this.#leaving) this.#sessionEnded();
+    };
+    this.#client.on("runstate", onRunstate);
+    const leave = (): void => rl.close();
+    const signals: NodeJS.Signals[] = this.#interactive ? ["SIGTERM"] : ["SIGINT", "SIGTERM"];
+    for (const s of signals) process.on(s, leave);
+    // The terminal went away (EIO, often with SIGHUP): leave quietly, no stack trace.
+    const onIoError = (): void => {
+      if (this.#hungUp) return;
+      this.#hungUp = true;
+      this.#atPrompt = false;
+      // There are no terminal modes to restore on a dead terminal; trying fails again.
+      const input = this.#io.stdin as { setRawMode?: unknown };
+      if (typeof input.setRawMode === "function") input.setRawMode = () => input;
+      rl.close();
+    };
+    const onHangup = (): void => {
+      onIoError();
+    };
+    process.on("SIGHUP", onHangup);
+    rl.on("error", onIoError);
+    this.#io.stdin.on("error", onIoError);
+    this.#io.stdout.on("error", onIoError);
+    const events = this.#pumpEvents();
+    void this.#loadCompletions();
+
+    try {
+      this.#prompt();
+      for await (const line of rl) {
+        this.#atPrompt = false;
+        await this.#handle(line);
+        if (this.#ended !== undefined) break;
+        this.#prompt();
+      }
+    } finally {
+      // Ctrl-D leaves the cursor after the prompt: end that line first.
+      if (this.#atPrompt) this.#io.stdout.write("\n");
+      this.#leaving = true;
+      this.#atPrompt = false;
+      for (const s of signals) process.off(s, leave);
+      process.off("SIGHUP", onHangup);
+      this.#client.off("runstate", onRunstate);
+      rl.close();
+      this.#rl = undefined;
+    }
+
+    let status: ExitStatus = ExitStatus.OK;
+    const error: unknown = await (this.#ended ??
+      this.#client.disconnect().then(
+        () => undefined,
+        (err: unknown) => err,
+      ));
+    await events;
+    if (this.#hungUp) {
+      if (this.#logFd !== undefined) closeSync(this.#logFd);
+      await this.#client.destroy();
+      return ExitStatus.OK;
+    }
+    if (error !== undefined) {
+      writeLine(stdout, `Disconnected: ${describe(error)}`);
+      status = ExitStatus.FAILED;
+    } else {
+      writeLine(stdout, "Disconnected");
+    }
+    if (this.#logFd !== undefined) closeSync(this.#logFd);
+    await this.#client.destroy();
+    return status;
+  }
+
+  /** QEMU closed the connection (or it broke): end the prompt loop. */
+  #sessionEnded(): void {
+    this.#ended = this.#client.disconnect().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    // A command in flight fails (or, for quit, succeeds) with the session by itself.
+    this.#rl?.close();
+  }
+
+  /** Show the prompt (interactive only). */
+  #prompt(): void {
+    const rl = this.#rl;
+    if (rl === undefined || !this.#interactive) return;
+    rl.setPrompt(this.#tx.active ? "TRANS> " : "(QEMU) ");
+    this.#atPrompt = true;
+    rl.prompt();
+  }
+
+  /**
+   * Print a line (or lines) without breaking the line being typed: when the
+   * prompt is on screen, the prompt and the typed text are cleared, the text
+   * printed, and the prompt drawn again below with the cursor where it was.
+   */
+  #print(text: string): void {
+    if (this.#hungUp) return;
+    const out = this.#io.stdout;
+    const rl = this.#rl;
+    if (!this.#atPrompt || rl === undefined || !this.#interactive) {
+      writeLine(out, text);
+      return;
+    }
+    // Go to the top of the prompt's rows, clear them and print. readline then
+    // redraws the prompt and the line, first climbing as many rows as it thinks
+    // the cursor is down (`prevRows`, stale after plain typing): give it those.
+    const { rows } = rl.getCursorPos();
+    const climb = (rl as unknown as { prevRows?: unknown }).prevRows;
+    readline.moveCursor(out, 0, -rows);
+    readline.cursorTo(out, 0);
+    readline.clearScreenDown(out);
+    out.write(`${text}\n${"\n".repeat(typeof climb === "number" ? climb : rows)}`);
+    rl.prompt(true);
+  }
+
+  /** Ctrl-C: stop waiting for the reply, or drop the typed line (and an open transaction). */
+  #interrupt(): void {
+    const rl = this.#rl;
+    if (rl === undefined) return;
+    if (this.#running !== undefined) {
+      this.#running.abort(new Error("interrupted"));
+      return;
+    }
+    // Like a terminal: "^C" after the line, which stays on screen; a fresh prompt below.
+    rl.write(null, { ctrl: true, name: "e" });
+    this.#io.stdout.write("^C");
+    const withClear = rl as unknown as { clearLine?: unknown };
+    if (typeof withClear.clearLine === "function") {
+      (withClear.clearLine as () => void).call(rl);
+    } else {
+      this.#io.stdout.write("\n");
+      rl.write(null, { ctrl: true, name: "u" });
+    }
+    if (this.#tx.active) {
+      this.#tx.reset();
+      writeLine(this.#io.stdout, "(transaction dropped)");
+    }
+    this.#prompt();
+  }
+
+  /** Run one line. */
+  async #handle(line: string): Promise<void> {
+    if (this.#options.hmp) return this.#handleHmp(line.trim());
+    let result;
+    try {
+      result = parseLine(line, this.#tx);
+    } catch (err) {
+      if (err instanceof ShellSyntaxError) {
+        this.#print(`Error: ${err.message}\n${USAGE_LINE}`);
+        return;
+      }
+      throw err;
+    }
+    if (result.kind !== "command") return;
+    const reply = await this.#send(result.message, result.raw);
+    if (reply === undefined) return;
+    this.#printReply(reply);
+    if (
+      !this.#options.negotiate &&
+      result.message["execute"] === "qmp_capabilities" &&
+      "return" in reply
+    ) {
+      void this.#loadCompletions();
+    }
+  }
+
+  /** Send `message`; the whole reply, or `undefined` (and a message printed) when there is none. */
+  async #send(message: JsonObject, raw: boolean): Promise<Record<string, unknown> | undefined> {
+    if (this.#options.verbose) this.#print(formatJson(message, this.#options.pretty));
+    const controller = new AbortController();
+    this.#running = controller;
+    let reply: Record<string, unknown>;
+    try {
+      reply = await this.#client.raw(message, { signal: controller.signal });
+    } catch (err) {
+      this.#log({ command: message, error: describe(err) });
+      if (this.#ended !== undefined || controller.signal.aborted) {
+        if (this.#ended === undefined) this.#print("^C (the reply will be ignored)");
+        return undefined;
+      }
+      this.#print(`Error: ${describe(err)}`);
+      return undefined;
+    } finally {
+      this.#running = undefined;
+    }
+    // Without an id of the user's own, the one the client gave is noise.
+    let shown = reply;
+    if (!raw || !("id" in message)) {
+      const { id: _id, ...rest } = reply;
+      shown = rest;
+    }
+    this.#log({ command: message, reply: shown });
+    if (isQuit(message) && "return" in reply) await this.#quitting();
+    return shown;
+  }
+
+  /** After a successful `quit`: QEMU is closing; wait (a little) for that rather than prompt again. */
+  async #quitting(): Promise<void> {
+    const ended = new Promise<void>((resolve) => {
+      const check = (state: Runstate): void => {
+        if (state !== Runstate.RUNNING) {
+          this.#client.off("runstate", check);
+          resolve();
+        }
+      };
+      if (this.#client.runstate !== Runstate.RUNNING) resolve();
+      else this.#client.on("runstate", check);
+      setTimeout(() => {
+        this.#client.off("runstate", check);
+        resolve();
+      }, QUIT_WAIT).unref();
+    });
+    await ended;
+  }
+
+  #printReply(reply: Record<string, unknown>): void {
+    const error = reply["error"];
+    if (isObject(error)) {
+      this.#print(errorLine(error));
+      return;
+    }
+    this.#print(formatJson(reply, this.#options.pretty));
+  }
+
+  /** One HMP line: `cpu N` picks the CPU; anything else goes through human-monitor-command. */
+  async #handleHmp(line: string): Promise<void> {
+    if (line === "") return;
+    const cpu = /^cpu(?:\s+(\S+))?\s*$/.exec(line);
+    if (cpu !== null) {
+      const index = Number(cpu[1]);
+      if (cpu[1] === undefined || !/^\d+$/.test(cpu[1]) || !Number.isSafeInteger(index)) {
+        this.#print("cpu: give a CPU index, e.g. cpu 0");
+        return;
+      }
+      const reply = await this.#send(hmpMessage("info version", index), false);
+      if (reply === undefined) return;
+      if (isObject(reply["error"])) {
+        this.#print(`cpu: bad CPU index ${index} (${errorLine(reply["error"])})`);
+        return;
+      }
+      this.#cpuIndex = index;
+      return;
+    }
+    const reply = await this.#send(hmpMessage(line, this.#cpuIndex), false);
+    if (reply === undefined) return;
+    const output = reply["return"];
+    if (typeof output === "string") {
+      const text = output.replace(/\r\n/g, "\n").replace(/\n$/, "");
+      if (text !== "") this.#print(text);
+      return;
+    }
+    this.#printReply(reply);
+  }
+
+  /** Print events as they come, until the session ends. */
+  async #pumpEvents(): Promise<void> {
+    try {
+      for await (const event of this.#client.events) {
+        this.#log({ event });
+        this.#print(formatJson(event, this.#options.pretty));
+      }
+    } catch (err) {
+      this.#print(`(events: ${describe(err)})`);
+    }
+  }
+
+  #complete(line: string): [string[], string] {
+    if (this.#options.hmp) return this.#hmpCompleter?.complete(line) ?? [[], line];
+    return this.#qmpCompleter.complete(line, { transaction: this.#tx.active });
+  }
+
+  /** Fetch what Tab completion needs; a failure leaves the completion it had. */
+  async #loadCompletions(): Promise<void> {
+    const call = async (command: string, args?: object): Promise<JsonValue | undefined> => {
+      try {
+        return await this.#client.execute(command, args, { timeout: COMPLETION_TIMEOUT });
+      } catch {
+        return undefined;
+      }
+    };
+    if (this.#options.hmp) {
+      const [help, info] = await Promise.all([
+        call("human-monitor-command", { "command-line": "help" }),
+        call("human-monitor-command", { "command-line": "help info" }),
+      ]);
+      if (typeof help === "string") {
+        this.#hmpCompleter = new HmpCompleter(help, typeof info === "string" ? info : "");
+      }
+      return;
+    }
+    let names = namesOf(await call("query-commands"));
+    if (names === undefined && !this.#options.negotiate) {
+      // A guest agent: its command list is in guest-info.
+      const info = await call("guest-info");
+      names = isObject(info) ? namesOf(info["supported_commands"]) : undefined;
+      names ??= ["qmp_capabilities"];
+    }
+    if (names === undefined) return;
+    const schema = await call("query-qmp-schema");
+    this.#qmpCompleter = new QmpCompleter(names, Array.isArray(schema) ? schema : undefined);
+  }
+
+  /** The history to start with, newest first (readline's order); empty if there is no file. */
+  #loadHistory(): string[] {
+    const path = this.#options.history;
+    if (path === undefined) return [];
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch {
+      return [];
+    }
+    return text
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .slice(-HISTORY_SIZE)
+      .reverse();
+  }
+
+  /** Write the history (newest first, as readline keeps it) to the file, without secrets. */
+  #saveHistory(history: string[]): void {
+    const path = this.#options.history;
+    if (path === undefined) return;
+    const newest = history[0];
+    if (newest !== undefined && this.#holdsSecret(newest)) this.#secretLines.add(newest);
+    const lines = history.filter((l) => !this.#secretLines.has(l)).reverse();
+    try {
+      const tmp = `${path}.${process.pid}.tmp`;
+      writeFileSync(tmp, lines.length > 0 ? `${lines.join("\n")}\n` : "", { mode: 0o600 });
+      renameSync(tmp, path);
+    } catch (err) {
+      this.#options.history = undefined;
+      this.#print(`(history not saved: ${describe(err)})`);
+    }
+  }
+
+  /** Whether a line sends something `redact` would hide (a password, a secret's data). */
+  #holdsSecret(line: string): boolean {
+    let message: unknown;
+    if (this.#options.hmp) {
+      message = hmpMessage(line.trim(), undefined);
+    } else {
+      try {
+        const result = parseLine(line);
+        if (result.kind === "command") message = result.message;
+        else if (result.kind === "transaction-action")
+          message = { execute: "transaction", arguments: { actions: [result.action] } };
+      } catch {
+        return false;
+      }
+    }
+    return message !== undefined && JSON.stringify(redact(message)) !== JSON.stringify(message);
+  }
+
+  /** Append one record to the `-l` log: secrets redacted, a timestamp first. */
+  #log(record: { command?: JsonObject; reply?: unknown; error?: string; event?: unknown }): void {
+    const fd = this.#logFd;
+    if (fd === undefined) return;
+    const entry: Record<string, unknown> = { timestamp: new Date().toISOString() };
+    if (record.command !== undefined) entry["command"] = redact(record.command);
+    if (record.reply !== undefined) entry["reply"] = record.reply;
+    if (record.error !== undefined) entry["error"] = record.error;
+    if (record.event !== undefined) entry["event"] = record.event;
+    writeSync(fd, `${JSON.stringify(entry)}\n`);
+  }
+
+  /** The client's warnings, printed above the prompt; its debug output dropped. */
+  #logger(): Logger {
+    const ignore = (): void => {};
+    return {
+      debug: ignore,
+      info: ignore,
+      warn: (message: string) => this.#print(`qmp: warning: ${message}`),
+      error: (message: string) => this.#print(`qmp: error: ${message}`),
+    };
+  }
+}
+
+/** The `human-monitor-command` message for an HMP line. */
+function hmpMessage(line: string, cpuIndex: number | undefined): JsonObject {
+  const args: JsonObject = { "command-line": line };
+  if (cpuIndex !== undefined) args["cpu-index"] = cpuIndex;
+  return { execute: "human-monitor-command", arguments: args };
+}
+
+/** The `name`s of a list of `{ name }` objects (query-commands, guest-info), or `undefined`. */
+function namesOf(value: JsonValue | undefined): string[] | undefined {
+  if (!Array.isArray(value)) return undefined;
+  return value.flatMap((c) => (isObject(c) && typeof c["name"] === "string" ? [c["name"]] : []));
+}
+
+/** `Class: desc` of a QMP error object. */
+function errorLine(error: JsonObject): string {
+  const text = (v: JsonValue | undefined): string =>
+    typeof v === "string" ? v : JSON.stringify(v);
+  return `${text(error["class"])}: ${text(error["desc"])}`;
+}
