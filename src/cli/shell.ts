@@ -279,6 +279,9 @@ function isTTY(stream: NodeJS.ReadableStream | NodeJS.WritableStream): boolean {
 /** How long the shell waits for the data Tab completion needs. */
 const COMPLETION_TIMEOUT = 10_000;
 
+/** After this long without a reply, the shell says that Ctrl-C stops waiting. */
+const SLOW_REPLY = 5000;
+
 /** How long a `quit` may take to close the connection before the prompt comes back. */
 const QUIT_WAIT = 3000;
 
@@ -467,7 +470,8 @@ class Shell {
     this.#io.stdin.on("error", onIoError);
     this.#io.stdout.on("error", onIoError);
     const events = this.#pumpEvents();
-    void this.#loadCompletions();
+    // Only a terminal has Tab; a pipe would pay for the schema for nothing.
+    if (this.#interactive) void this.#loadCompletions();
 
     try {
       this.#prompt();
@@ -599,6 +603,7 @@ class Shell {
     if (reply === undefined) return;
     this.#printReply(reply);
     if (
+      this.#interactive &&
       !this.#options.negotiate &&
       result.message["execute"] === "qmp_capabilities" &&
       "return" in reply
@@ -612,6 +617,15 @@ class Shell {
     if (this.#options.verbose) this.#print(formatJson(message, this.#options.pretty));
     const controller = new AbortController();
     this.#running = controller;
+    // A stopped (SIGSTOP) or stuck QEMU never answers: say how to get the prompt back.
+    const hint = this.#interactive
+      ? setTimeout(() => {
+          writeLine(
+            this.#io.stdout,
+            `(no reply after ${SLOW_REPLY / 1000} s; Ctrl-C stops waiting)`,
+          );
+        }, SLOW_REPLY)
+      : undefined;
     let reply: Record<string, unknown>;
     try {
       reply = await this.#client.raw(message, { signal: controller.signal });
@@ -624,6 +638,7 @@ class Shell {
       this.#print(`Error: ${describe(err)}`);
       return undefined;
     } finally {
+      clearTimeout(hint);
       this.#running = undefined;
     }
     // Without an id of the user's own, the one the client gave is noise.
@@ -731,13 +746,18 @@ class Shell {
       }
       return;
     }
-    let names = namesOf(await call("query-commands"));
-    if (names === undefined && !this.#options.negotiate) {
-      // A guest agent: its command list is in guest-info.
+    if (!this.#options.negotiate) {
+      // Most likely a guest agent, whose command list is in guest-info (and
+      // which has no schema); else a QEMU before qmp_capabilities.
       const info = await call("guest-info");
-      names = isObject(info) ? namesOf(info["supported_commands"]) : undefined;
-      names ??= ["qmp_capabilities"];
+      const names = isObject(info) ? namesOf(info["supported_commands"]) : undefined;
+      if (names !== undefined) {
+        this.#qmpCompleter = new QmpCompleter(names);
+        return;
+      }
     }
+    let names = namesOf(await call("query-commands"));
+    if (names === undefined && !this.#options.negotiate) names = ["qmp_capabilities"];
     if (names === undefined) return;
     const schema = await call("query-qmp-schema");
     this.#qmpCompleter = new QmpCompleter(names, Array.isArray(schema) ? schema : undefined);
@@ -807,14 +827,15 @@ class Shell {
     writeSync(fd, `${JSON.stringify(entry)}\n`);
   }
 
-  /** The client's warnings, printed above the prompt; its debug output dropped. */
+  /** The client's warnings, printed above the prompt; the rest dropped. */
   #logger(): Logger {
     const ignore = (): void => {};
     return {
       debug: ignore,
       info: ignore,
       warn: (message: string) => this.#print(`qmp: warning: ${message}`),
-      error: (message: string) => this.#print(`qmp: error: ${message}`),
+      // What ends a session is reported once, as "Disconnected: why".
+      error: ignore,
     };
   }
 }

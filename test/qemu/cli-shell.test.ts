@@ -260,3 +260,20 @@ void test(
     assert.deepEqual([r.code, r.stdout], [0, '{\n    "return": {}\n}\nDisconnected\n']);
   },
 );
+
+void test(
+  "wrap: what QEMU prints once connected is shown (a trace event per command)",
+  T,
+  async (t) => {
+    const env = privateTmp(t);
+    const command = qemuCommand([...QEMU_BASE_ARGS, "-trace", "monitor_qmp_cmd_in_band"]);
+    const r = await qmp(t, ["wrap", "--", ...command], { stdin: "query-name\n", env });
+    assert.equal(r.stderr, "");
+    assert.equal(r.code, 0);
+    // qmp_capabilities, completion's queries and query-name each show one; their order
+    // against the reply on stdout is QEMU's business.
+    assert.match(r.stdout, /monitor_qmp_cmd_in_band/);
+    assert.match(r.stdout, /^\{"return": \{\}\}$/m);
+    assert.ok(r.stdout.endsWith("Disconnected\n"), r.stdout);
+  },
+);
