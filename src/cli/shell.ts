@@ -314,6 +314,8 @@ class Shell {
   /** The command being run, to stop waiting for its reply on Ctrl-C. */
   #running: AbortController | undefined;
   #qmpCompleter = new QmpCompleter([]);
+  /** Settles once the completion data is loaded (or failed to load). */
+  #completionsLoaded: Promise<void> = Promise.resolve();
   #hmpCompleter: HmpCompleter | undefined;
   #cpuIndex: number | undefined;
   #logFd: number | undefined;
@@ -435,7 +437,10 @@ class Shell {
       input: this.#io.stdin,
       output: this.#interactive ? stdout : undefined,
       terminal: this.#interactive,
-      completer: (line: string): [string[], string] => this.#complete(line),
+      // A Tab pressed before the completion data is in waits for it.
+      completer: (line: string, done: (err: null, result: [string[], string]) => void): void => {
+        void this.#completionsLoaded.then(() => done(null, this.#complete(line)));
+      },
       history: this.#interactive ? this.#loadHistory() : [],
       historySize: this.#interactive ? HISTORY_SIZE : 0,
       removeHistoryDuplicates: true,
@@ -453,52 +458,66 @@ class Shell {
     const signals: NodeJS.Signals[] = this.#interactive ? ["SIGTERM"] : ["SIGINT", "SIGTERM"];
     for (const s of signals) process.on(s, leave);
     // The terminal went away (EIO, often with SIGHUP): leave quietly, no stack trace.
-    const onIoError = (): void => {
+    const deadTerminal = (): void => {
       if (this.#hungUp) return;
       this.#hungUp = true;
       this.#atPrompt = false;
       // There are no terminal modes to restore on a dead terminal; trying fails again.
       const input = this.#io.stdin as { setRawMode?: unknown };
       if (typeof input.setRawMode === "function") input.setRawMode = () => input;
+    };
+    const onIoError = (): void => {
+      deadTerminal();
       rl.close();
     };
-    const onHangup = (): void => {
-      onIoError();
-    };
-    process.on("SIGHUP", onHangup);
+    process.on("SIGHUP", onIoError);
     rl.on("error", onIoError);
     this.#io.stdin.on("error", onIoError);
     this.#io.stdout.on("error", onIoError);
+    // A terminal ends its input only when it is gone (Ctrl-D is a key, not an
+    // end). Said before readline hears it: readline then hands over the
+    // half-typed line, which must not run, and resets the dead terminal.
+    if (this.#interactive) this.#io.stdin.prependListener("end", deadTerminal);
     const events = this.#pumpEvents();
     // Only a terminal has Tab; a pipe would pay for the schema for nothing.
-    if (this.#interactive) void this.#loadCompletions();
+    if (this.#interactive) this.#completionsLoaded = this.#loadCompletions();
 
+    let loopError: unknown;
     try {
       this.#prompt();
       for await (const line of rl) {
+        if (this.#hungUp) break;
         this.#atPrompt = false;
         await this.#handle(line);
         if (this.#ended !== undefined) break;
         this.#prompt();
       }
+    } catch (err) {
+      // readline's errors end the loop too (a dead terminal's among them).
+      if (!this.#hungUp) loopError = err;
     } finally {
       // Ctrl-D leaves the cursor after the prompt: end that line first.
       if (this.#atPrompt) this.#io.stdout.write("\n");
       this.#leaving = true;
       this.#atPrompt = false;
       for (const s of signals) process.off(s, leave);
-      process.off("SIGHUP", onHangup);
+      process.off("SIGHUP", onIoError);
+      this.#io.stdin.off("end", deadTerminal);
       this.#client.off("runstate", onRunstate);
       rl.close();
       this.#rl = undefined;
     }
 
     let status: ExitStatus = ExitStatus.OK;
-    const error: unknown = await (this.#ended ??
+    let error: unknown = await (this.#ended ??
       this.#client.disconnect().then(
         () => undefined,
         (err: unknown) => err,
       ));
+    // QEMU killed with our messages still unread resets the connection:
+    // that is QEMU gone, like an end of file, not a broken protocol.
+    if (isPeerGone(error)) error = undefined;
+    error ??= loopError;
     await events;
     if (this.#hungUp) {
       if (this.#logFd !== undefined) closeSync(this.#logFd);
@@ -608,7 +627,7 @@ class Shell {
       result.message["execute"] === "qmp_capabilities" &&
       "return" in reply
     ) {
-      void this.#loadCompletions();
+      this.#completionsLoaded = this.#loadCompletions();
     }
   }
 
@@ -838,6 +857,15 @@ class Shell {
       error: ignore,
     };
   }
+}
+
+/** Whether `err` (or its cause) is the peer closing hard: a reset or a broken pipe. */
+function isPeerGone(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ECONNRESET" || code === "EPIPE") return true;
+  }
+  return false;
 }
 
 /** The `human-monitor-command` message for an HMP line. */

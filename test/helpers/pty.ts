@@ -430,6 +430,13 @@ export interface PtyProcess {
   /** All output so far, decoded from UTF-8, escape sequences and all. */
   output(): string;
   /**
+   * Close the terminal, as when its window is closed or the connection to it
+   * drops: the pty master is closed, so the program's reads and writes fail
+   * with EIO (it gets no SIGHUP: it has no controlling terminal). Its output
+   * from then on is lost; {@link PtyProcess.done} still tells how it ended.
+   */
+  hangUp(): void;
+  /**
    * Resolves once `test` holds for the screen text ({@link Screen.text}). It is
    * checked now and after every chunk of output.
    *
@@ -594,6 +601,9 @@ export async function spawnInPty(
       for (let at = 0; at < bytes.length;) at += fs.writeSync(master, bytes, at);
     },
     output: () => raw,
+    hangUp() {
+      stream.destroy();
+    },
     waitFor(test, waitOptions = {}) {
       const timeout = waitOptions.timeout ?? 10_000;
       const what =

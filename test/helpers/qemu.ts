@@ -219,3 +219,23 @@ export function asArray(value: unknown, what = "value"): unknown[] {
   }
   return value;
 }
+
+/**
+ * A test QEMU with a second QMP monitor, `control` (a socket path), for the
+ * test's own client: a QEMU socket monitor serves one client at a time, and
+ * the program under test takes the first.
+ */
+export async function startQemuWithControl(
+  t: TestContext,
+): Promise<{ qemu: TestQemu; control: string }> {
+  const control = join(tempDir(t), "control.sock");
+  const qemu = await startQemu(t, {
+    args: [
+      "-chardev",
+      `socket,id=control,path=${control},server=on,wait=off`,
+      "-mon",
+      "chardev=control,mode=control",
+    ],
+  });
+  return { qemu, control };
+}

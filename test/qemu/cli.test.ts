@@ -2,30 +2,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type TestContext, test } from "node:test";
-import { type TestQemu, asObject, startQemu, tempDir, testClient } from "../helpers/qemu.js";
+import { test } from "node:test";
+import { asObject, startQemu, startQemuWithControl, tempDir, testClient } from "../helpers/qemu.js";
 import { qmp, runQmp, withoutSocket } from "../helpers/cli.js";
 
 const T = { timeout: 30_000 };
 const USAGE_LINE = "command format: <command-name> [arg-name1=arg1] ... [arg-nameN=argN]";
-
-/**
- * A test QEMU with a second QMP monitor, `control`, for the test's own
- * client: a QEMU socket monitor serves one client at a time, and the CLI
- * takes the first.
- */
-async function startQemuWithControl(t: TestContext): Promise<{ qemu: TestQemu; control: string }> {
-  const control = join(tempDir(t), "control.sock");
-  const qemu = await startQemu(t, {
-    args: [
-      "-chardev",
-      `socket,id=control,path=${control},server=on,wait=off`,
-      "-mon",
-      "chardev=control,mode=control",
-    ],
-  });
-  return { qemu, control };
-}
 
 /** The JSON lines of `stdout`, parsed. */
 function jsonLines(stdout: string): Record<string, unknown>[] {
