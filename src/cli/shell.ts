@@ -400,7 +400,9 @@ class Shell {
       return await this.#session(`(pid ${qemu.child.pid})`);
     } finally {
       const { exitCode, signalCode } = qemu.child;
-      if (signalCode !== null && signalCode !== "SIGTERM") {
+      if (this.#hungUp) {
+        // Nobody to tell.
+      } else if (signalCode !== null && signalCode !== "SIGTERM") {
         writeLine(this.#io.stdout, `(QEMU was killed by ${signalCode})`);
       } else if (exitCode !== null && exitCode !== 0) {
         writeLine(this.#io.stdout, `(QEMU exited with code ${exitCode})`);
