@@ -1,7 +1,7 @@
 // What the `qmp` subcommands share: their I/O, exit statuses, addresses and option values.
 
 import { readFileSync } from "node:fs";
-import { type InetAddress, parseAddress } from "../index.js";
+import { DeserializationError, GreetingError, type InetAddress, parseAddress } from "../index.js";
 
 /** Where a subcommand writes and what environment it sees (the process's, or a test's). */
 export interface CliIO {
@@ -111,4 +111,46 @@ export function version(): string {
   const url = new URL("../../../package.json", import.meta.url);
   const pkg = JSON.parse(readFileSync(url, "utf8")) as { version?: unknown };
   return String(pkg.version);
+}
+
+/**
+ * Why a connection attempt failed, in a user's words: the system error
+ * behind it (`ENOENT`, `ECONNREFUSED`, …) explained, or "not a QMP monitor"
+ * for a peer that does not greet like one. Falls back to the error's message.
+ */
+export function connectFailure(err: unknown): string {
+  for (let e = err, depth = 0; e instanceof Error && depth < 6; e = e.cause, depth++) {
+    if (e instanceof GreetingError || e instanceof DeserializationError) {
+      return `not a QMP monitor (${e.message})`;
+    }
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === undefined ? undefined : SYSTEM_ERRORS[code];
+    if (why !== undefined) return `${why} (${code})`;
+  }
+  return describe(err);
+}
+
+const SYSTEM_ERRORS: Readonly<Record<string, string>> = {
+  ENOENT: "no such socket",
+  ECONNREFUSED: "connection refused: nothing listens there, or it is not a socket",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+  ENOTSOCK: "not a socket",
+  ECONNRESET: "the connection was reset",
+  ETIMEDOUT: "timed out",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+};
+
+/**
+ * The message of an option-parsing error of `util.parseArgs`, shorter than
+ * Node's own for an unknown option.
+ */
+export function optionError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const option = /'([^']+)'/.exec(e.message)?.[1];
+    if (option !== undefined) return `unknown option '${option}'`;
+  }
+  return describe(err);
 }

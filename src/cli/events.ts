@@ -5,8 +5,10 @@ import { QMPClient, SessionEndedError } from "../index.js";
 import {
   type CliIO,
   ExitStatus,
+  connectFailure,
   describe,
   isTimeout,
+  optionError,
   parseCount,
   parseSeconds,
   resolveAddress,
@@ -78,7 +80,7 @@ export async function runEvents(
     }
     addressText = parsed.positionals[0];
   } catch (err) {
-    return usage(io, describe(err));
+    return usage(io, optionError(err));
   }
   let address: ReturnType<typeof resolveAddress>;
   try {
@@ -98,7 +100,9 @@ export async function runEvents(
       await client.connect(address.address, { signal });
     } catch (err) {
       if (stop.aborted) return ExitStatus.FAILED;
-      const why = isTimeout(err) ? `no QMP session within ${timeout! / 1000} s` : describe(err);
+      const why = isTimeout(err)
+        ? `no QMP session within ${timeout! / 1000} s`
+        : connectFailure(err);
       writeLine(io.stderr, `qmp events: cannot connect to ${address.text}: ${why}`);
       return ExitStatus.USAGE;
     }

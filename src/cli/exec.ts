@@ -6,9 +6,11 @@ import {
   type CliIO,
   ExitStatus,
   UsageError,
+  connectFailure,
   describe,
   isTimeout,
   looksLikeAddress,
+  optionError,
   parseSeconds,
   resolveAddress,
   writeLine,
@@ -73,7 +75,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     };
     words = parsed.positionals;
   } catch (err) {
-    return usage(io, describe(err));
+    return usage(io, optionError(err));
   }
 
   let addressText: string | undefined;
@@ -84,7 +86,9 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     words = words.slice(1);
   }
   if (words.length === 0) {
-    return usage(io, envSet ? "no COMMAND given" : "no COMMAND given (and QMP_SOCKET is not set)");
+    // The note on QMP_SOCKET helps only when a command was taken for the address.
+    const hint = envSet || looksLikeAddress(first!) ? "" : " (and QMP_SOCKET is not set)";
+    return usage(io, `no COMMAND given${hint}`);
   }
 
   let message: CommandMessage;
@@ -113,7 +117,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     try {
       await client.connect(address.address, { signal });
     } catch (err) {
-      const why = isTimeout(err) ? `no QMP session within ${seconds}` : describe(err);
+      const why = isTimeout(err) ? `no QMP session within ${seconds}` : connectFailure(err);
       writeLine(io.stderr, `qmp exec: cannot connect to ${address.text}: ${why}`);
       return ExitStatus.USAGE;
     }

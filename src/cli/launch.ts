@@ -48,8 +48,11 @@ export interface LaunchedQemu {
 
 /** Options of {@link launchQemu}. */
 export interface LaunchOptions {
-  /** Each line QEMU writes on stdout or stderr once connected (before, it is kept for errors). */
-  onOutput?: (line: string) => void;
+  /**
+   * Each line QEMU writes on stdout or stderr once connected, and those it
+   * wrote before (which are also kept for the error of a failed start).
+   */
+  onOutput?: (line: string, stream: "stdout" | "stderr") => void;
   /** Cancels the wait for QEMU to connect. */
   signal?: AbortSignal | undefined;
 }
@@ -89,18 +92,18 @@ export async function launchQemu(
     `chardev=${CHARDEV_ID},mode=control`,
   ];
   const child = spawn(binary, full.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-  const tail: string[] = [];
+  const tail: [string, "stdout" | "stderr"][] = [];
   let connected = false;
-  const onLine = (line: string): void => {
+  const onLine = (line: string, stream: "stdout" | "stderr"): void => {
     if (connected && options.onOutput !== undefined) {
-      options.onOutput(line);
+      options.onOutput(line, stream);
     } else {
-      tail.push(line);
+      tail.push([line, stream]);
       if (tail.length > STDERR_LINES) tail.shift();
     }
   };
-  forEachLine(child.stdout, onLine);
-  forEachLine(child.stderr, onLine);
+  forEachLine(child.stdout, (line) => onLine(line, "stdout"));
+  forEachLine(child.stderr, (line) => onLine(line, "stderr"));
 
   let spawnError: NodeJS.ErrnoException | undefined;
   const exited = new Promise<void>((resolve) => {
@@ -139,13 +142,13 @@ export async function launchQemu(
         child.exitCode !== null
           ? `exited with code ${child.exitCode}`
           : `was killed by ${child.signalCode}`;
-      const output = tail.length > 0 ? `:\n${tail.join("\n")}` : "";
+      const output = tail.length > 0 ? `:\n${tail.map(([line]) => line).join("\n")}` : "";
       throw new LaunchError(`${binary} ${how} before it connected${output}`);
     }
     throw err;
   }
   connected = true;
-  for (const line of tail.splice(0)) options.onOutput?.(line);
+  for (const [line, stream] of tail.splice(0)) options.onOutput?.(line, stream);
   return { child, argv: full, exited, stop };
 }
 

@@ -87,7 +87,7 @@ export class TransactionBuilder {
  *   {@link parseTokens}.
  *
  * @throws {ShellSyntaxError} for invalid JSON, a JSON line that is not an
- *   object, an unterminated quote, or any error of {@link parseTokens}. The
+ *   object (one starting with `[` included), an unterminated quote, or any error of {@link parseTokens}. The
  *   builder is then unchanged.
  */
 export function parseLine(
@@ -95,6 +95,7 @@ export function parseLine(
   tx: TransactionBuilder = new TransactionBuilder(),
 ): LineResult {
   const trimmed = line.trim();
+  if (trimmed.startsWith("[")) throw new ShellSyntaxError("A raw JSON message must be an object");
   if (trimmed.startsWith("{")) {
     if (tx.active) {
       throw new ShellSyntaxError("A raw JSON message cannot be part of a transaction");
@@ -118,7 +119,8 @@ export function parseLine(
  * `transaction( action key=value … )` on one line. Each word may still hold
  * quotes, which are stripped from string values.
  *
- * @throws {ShellSyntaxError} for a word without `=`, a key set twice, a key
+ * @throws {ShellSyntaxError} for a `)` with no transaction open, a
+ *   `transaction(` while one is, a word without `=`, a key set twice, a key
  *   used both as a leaf and as a parent (`a=1 a.b=2`), an empty key or key
  *   part, an integer too large to send exactly, or words after the `)` that
  *   closes a transaction. The builder is then unchanged.
@@ -131,8 +133,14 @@ export function parseTokens(
   let actions = tx.active ? [...tx.actions] : undefined;
   const opened = words[0] === "transaction(";
   if (opened) {
+    if (actions !== undefined) {
+      throw new ShellSyntaxError("A transaction is already open: end it with ')' first");
+    }
     actions = [];
     words.shift();
+  }
+  if (words[0] === ")" && actions === undefined) {
+    throw new ShellSyntaxError("No transaction is open: ')' ends one that 'transaction(' began");
   }
   if (words[0] === ")" && actions !== undefined) {
     if (words.length > 1) {

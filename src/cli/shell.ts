@@ -1,6 +1,14 @@
 // `qmp shell` and `qmp wrap`: the interactive qmp-shell — prompt, completion, events, history, log.
 
-import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import {
+  appendFileSync,
+  closeSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import * as readline from "node:readline";
@@ -13,7 +21,16 @@ import {
   Runstate,
   redact,
 } from "../index.js";
-import { type CliIO, ExitStatus, describe, resolveAddress, version, writeLine } from "./common.js";
+import {
+  type CliIO,
+  ExitStatus,
+  connectFailure,
+  describe,
+  optionError,
+  resolveAddress,
+  version,
+  writeLine,
+} from "./common.js";
 import { HmpCompleter, QmpCompleter } from "./complete.js";
 import { LaunchError, type LaunchedQemu, THROWAWAY_QEMU, launchQemu } from "./launch.js";
 import { ShellSyntaxError, TransactionBuilder, USAGE_LINE, parseLine } from "./parse.js";
@@ -58,7 +75,7 @@ ${SHELL_OPTIONS}
 
 Exit status:
   0  you left (Ctrl-D), or QEMU closed the connection
-  1  the connection broke with an error
+  1  the connection broke with an error; or, reading a pipe, a line failed
   2  usage error, or no connection
 `;
 
@@ -79,7 +96,7 @@ ${SHELL_OPTIONS}
 
 Exit status:
   0  you left (Ctrl-D), or QEMU closed the connection
-  1  the connection broke with an error
+  1  the connection broke with an error; or, reading a pipe, a line failed
   2  usage error, or QEMU could not be started or did not connect
 `;
 
@@ -142,15 +159,13 @@ export async function runShell(args: string[], io: ShellIO): Promise<ExitStatus>
     }
     qemu = parsed.values.qemu ?? THROWAWAY_QEMU[0];
   } catch (err) {
-    return usage(io, "shell", describe(err));
+    return usage(io, "shell", optionError(err));
   }
 
-  const shell = new Shell(options, io);
+  const shell = new Shell("shell", options, io);
   if (addressText === undefined) {
     const argv = [qemu, ...THROWAWAY_QEMU.slice(1)];
-    writeLine(io.stdout, `Starting a throwaway QEMU: ${argv.join(" ")}`);
-    writeLine(io.stdout, "(it is stopped when you leave)");
-    return hangUpOr(shell, io, await shell.runLaunched(argv));
+    return hangUpOr(shell, io, await shell.runLaunched(argv, true));
   }
   let address: ReturnType<typeof resolveAddress>;
   try {
@@ -194,13 +209,19 @@ export async function runWrap(args: string[], io: ShellIO): Promise<ExitStatus> 
     }
     options = shellOptions(parsed.values, io.env);
     argv = split.qemu;
-    if (argv.length === 0)
+    if (argv.length === 0) {
       throw new Error("no QEMU command given (qmp wrap -- qemu-system-… ARGS)");
+    }
+    if (argv.some((a) => a === "-daemonize" || a === "--daemonize")) {
+      throw new Error(
+        "QEMU must stay in the foreground to be stopped when you leave: drop -daemonize",
+      );
+    }
   } catch (err) {
-    return usage(io, "wrap", describe(err));
+    return usage(io, "wrap", optionError(err));
   }
-  const shell = new Shell(options, io);
-  return hangUpOr(shell, io, await shell.runLaunched(argv));
+  const shell = new Shell("wrap", options, io);
+  return hangUpOr(shell, io, await shell.runLaunched(argv, false));
 }
 
 /** Split `qmp wrap`'s arguments into its own options and QEMU's command line. */
@@ -303,6 +324,8 @@ const GREETING_HINT_AFTER = 3000;
 
 /** One shell session: the prompt loop over a connected client. */
 class Shell {
+  /** `shell` or `wrap`: how messages name the command. */
+  readonly #command: string;
   readonly #options: ShellOptions;
   readonly #io: ShellIO;
   readonly #interactive: boolean;
@@ -327,13 +350,20 @@ class Shell {
   #hungUp = false;
   /** History lines that hold a secret: kept in memory, never written to the file. */
   readonly #secretLines = new Set<string>();
+  /** Lines read but not handled yet (typed ahead, or pasted): no prompt between them. */
+  #queued = 0;
+  /** The number of the line being handled (for messages when reading a pipe). */
+  #lineNumber = 0;
+  /** A line failed (reading a pipe: the exit status says so). */
+  #failed = false;
 
   /** Whether the shell ended because its terminal went away. */
   get hungUp(): boolean {
     return this.#hungUp;
   }
 
-  constructor(options: ShellOptions, io: ShellIO) {
+  constructor(command: string, options: ShellOptions, io: ShellIO) {
+    this.#command = command;
     this.#options = options;
     this.#io = io;
     this.#interactive = isTTY(io.stdin) && isTTY(io.stdout);
@@ -363,7 +393,10 @@ class Shell {
     try {
       await this.#client.connect(address, { signal: stop.signal });
     } catch (err) {
-      writeLine(this.#io.stderr, `qmp shell: cannot connect to ${text}: ${describe(err)}`);
+      // After a ^C, start on a line of our own.
+      if (stop.signal.aborted && isTTY(this.#io.stderr)) this.#io.stderr.write("\n");
+      const why = stop.signal.aborted ? "interrupted" : connectFailure(err);
+      writeLine(this.#io.stderr, `qmp shell: cannot connect to ${text}: ${why}`);
       await this.#client.destroy();
       return ExitStatus.USAGE;
     } finally {
@@ -373,8 +406,15 @@ class Shell {
     return this.#session(`at ${text}`);
   }
 
-  /** Start QEMU with `argv` (it connects to us), then run the shell; stop QEMU after. */
-  async runLaunched(argv: string[]): Promise<ExitStatus> {
+  /**
+   * Start QEMU with `argv` (it connects to us), then run the shell; stop QEMU
+   * after. A `throwaway` QEMU is announced first.
+   */
+  async runLaunched(argv: string[], throwaway: boolean): Promise<ExitStatus> {
+    if (throwaway) {
+      this.#note(`Starting a throwaway QEMU: ${argv.join(" ")}`);
+      this.#note("(it is stopped when you leave)");
+    }
     const stop = new AbortController();
     const onSignal = (): void => stop.abort(new Error("interrupted"));
     process.once("SIGINT", onSignal);
@@ -382,15 +422,19 @@ class Shell {
     try {
       qemu = await launchQemu(this.#client, argv, {
         signal: stop.signal,
-        onOutput: (line) => {
+        onOutput: (line, stream) => {
           // What QEMU says once we are leaving (its SIGTERM notice) is not news.
-          if (!this.#leaving) this.#print(line);
+          if (this.#leaving) return;
+          if (this.#interactive) this.#print(line);
+          else writeLine(stream === "stdout" ? this.#io.stdout : this.#io.stderr, line);
         },
       });
     } catch (err) {
       const what =
         err instanceof LaunchError ? err.message : `QEMU did not connect: ${describe(err)}`;
-      writeLine(this.#io.stderr, `qmp: ${what}`);
+      if (stop.signal.aborted && isTTY(this.#io.stderr)) this.#io.stderr.write("\n");
+      const why = stop.signal.aborted ? "interrupted" : what;
+      writeLine(this.#io.stderr, `qmp ${this.#command}: ${why}`);
       await this.#client.destroy();
       return ExitStatus.USAGE;
     } finally {
@@ -403,9 +447,9 @@ class Shell {
       if (this.#hungUp) {
         // Nobody to tell.
       } else if (signalCode !== null && signalCode !== "SIGTERM") {
-        writeLine(this.#io.stdout, `(QEMU was killed by ${signalCode})`);
+        this.#note(`(QEMU was killed by ${signalCode})`);
       } else if (exitCode !== null && exitCode !== 0) {
-        writeLine(this.#io.stdout, `(QEMU exited with code ${exitCode})`);
+        this.#note(`(QEMU exited with code ${exitCode})`);
       }
       await qemu.stop();
     }
@@ -429,7 +473,7 @@ class Shell {
       try {
         this.#logFd = openSync(this.#options.log, "a", 0o600);
       } catch (err) {
-        writeLine(this.#io.stderr, `qmp shell: cannot open the log: ${describe(err)}`);
+        writeLine(this.#io.stderr, `qmp ${this.#command}: cannot open the log: ${describe(err)}`);
         await this.#client.disconnect().catch(() => {});
         return ExitStatus.USAGE;
       }
@@ -447,8 +491,16 @@ class Shell {
       historySize: this.#interactive ? HISTORY_SIZE : 0,
       removeHistoryDuplicates: true,
       tabSize: 4,
+      // Empty while a command runs: what is typed ahead shows from column 0.
+      prompt: "",
     });
     this.#rl = rl;
+    rl.on("line", () => this.#queued++);
+    // Once closed, readline must not be prompted again: that would resume stdin
+    // and keep the process alive.
+    rl.on("close", () => {
+      if (this.#rl === rl) this.#rl = undefined;
+    });
     rl.on("history", (history: string[]) => this.#saveHistory(history));
     rl.on("SIGINT", () => this.#interrupt());
 
@@ -488,11 +540,18 @@ class Shell {
     try {
       this.#prompt();
       for await (const line of rl) {
+        this.#queued--;
+        this.#lineNumber++;
         if (this.#hungUp) break;
         this.#atPrompt = false;
+        rl.setPrompt("");
         await this.#handle(line);
         if (this.#ended !== undefined) break;
-        this.#prompt();
+        // Lines typed ahead or pasted follow at once: their prompt would only flicker.
+        if (this.#queued === 0) this.#prompt();
+      }
+      if (this.#tx.active && !this.#interactive && this.#ended === undefined) {
+        this.#error("the input ended inside a transaction: it was not sent");
       }
     } catch (err) {
       // readline's errors end the loop too (a dead terminal's among them).
@@ -527,11 +586,13 @@ class Shell {
       return ExitStatus.OK;
     }
     if (error !== undefined) {
-      writeLine(stdout, `Disconnected: ${describe(error)}`);
+      this.#note(`Disconnected: ${describe(error)}`);
       status = ExitStatus.FAILED;
     } else {
-      writeLine(stdout, "Disconnected");
+      this.#note("Disconnected");
+      if (this.#failed && !this.#interactive) status = ExitStatus.FAILED;
     }
+    this.#trimHistory();
     if (this.#logFd !== undefined) closeSync(this.#logFd);
     await this.#client.destroy();
     return status;
@@ -553,19 +614,22 @@ class Shell {
     if (rl === undefined || !this.#interactive) return;
     rl.setPrompt(this.#tx.active ? "TRANS> " : "(QEMU) ");
     this.#atPrompt = true;
-    rl.prompt();
+    // Keep what was typed ahead, and the cursor in it.
+    rl.prompt(true);
   }
 
   /**
-   * Print a line (or lines) without breaking the line being typed: when the
-   * prompt is on screen, the prompt and the typed text are cleared, the text
-   * printed, and the prompt drawn again below with the cursor where it was.
+   * Print a result (or lines of one) without breaking the line being typed:
+   * the prompt and the typed text are cleared, the text printed, and the
+   * prompt drawn again below with the cursor where it was.
    */
   #print(text: string): void {
     if (this.#hungUp) return;
     const out = this.#io.stdout;
     const rl = this.#rl;
-    if (!this.#atPrompt || rl === undefined || !this.#interactive) {
+    // On a terminal, readline always owns the last line: the prompt, or (with
+    // an empty prompt, while a command runs) what is typed ahead.
+    if (rl === undefined || !this.#interactive || (rl.getPrompt() === "" && rl.line === "")) {
       writeLine(out, text);
       return;
     }
@@ -581,11 +645,30 @@ class Shell {
     rl.prompt(true);
   }
 
+  /** Print a message about the session (not a result): on stderr when reading a pipe. */
+  #note(text: string): void {
+    if (this.#interactive) this.#print(text);
+    else writeLine(this.#io.stderr, text);
+  }
+
+  /**
+   * Print what went wrong with the line being handled: on stderr, with its
+   * line number, when reading a pipe (whose exit status then says so).
+   */
+  #error(text: string): void {
+    this.#failed = true;
+    if (this.#interactive) this.#print(text);
+    else writeLine(this.#io.stderr, `line ${this.#lineNumber}: ${text}`);
+  }
+
   /** Ctrl-C: stop waiting for the reply, or drop the typed line (and an open transaction). */
   #interrupt(): void {
     const rl = this.#rl;
     if (rl === undefined) return;
     if (this.#running !== undefined) {
+      // Like a terminal, Ctrl-C drops what was typed ahead too.
+      rl.write(null, { ctrl: true, name: "e" });
+      rl.write(null, { ctrl: true, name: "u" });
       this.#running.abort(new Error("interrupted"));
       return;
     }
@@ -601,25 +684,34 @@ class Shell {
     }
     if (this.#tx.active) {
       this.#tx.reset();
-      writeLine(this.#io.stdout, "(transaction dropped)");
+      this.#print("(transaction dropped)");
     }
     this.#prompt();
   }
 
   /** Run one line. */
   async #handle(line: string): Promise<void> {
+    // A comment: for scripts fed on stdin, and notes in the history.
+    if (line.trimStart().startsWith("#")) return;
     if (this.#options.hmp) return this.#handleHmp(line.trim());
     let result;
     try {
       result = parseLine(line, this.#tx);
     } catch (err) {
       if (err instanceof ShellSyntaxError) {
-        this.#print(`Error: ${err.message}\n${USAGE_LINE}`);
+        // The usage line is about COMMAND key=value, not about JSON.
+        const json = /^\s*[{[]/.test(line);
+        this.#error(json ? `Error: ${err.message}` : `Error: ${err.message}\n${USAGE_LINE}`);
         return;
       }
       throw err;
     }
     if (result.kind !== "command") return;
+    const id = result.message["id"];
+    if (result.raw && id !== undefined && typeof id !== "string") {
+      this.#error("Error: the id of a JSON message must be a string (numbers are the shell's own)");
+      return;
+    }
     const reply = await this.#send(result.message, result.raw);
     if (reply === undefined) return;
     this.#printReply(reply);
@@ -641,10 +733,7 @@ class Shell {
     // A stopped (SIGSTOP) or stuck QEMU never answers: say how to get the prompt back.
     const hint = this.#interactive
       ? setTimeout(() => {
-          writeLine(
-            this.#io.stdout,
-            `(no reply after ${SLOW_REPLY / 1000} s; Ctrl-C stops waiting)`,
-          );
+          this.#note(`(no reply after ${SLOW_REPLY / 1000} s; Ctrl-C stops waiting)`);
         }, SLOW_REPLY)
       : undefined;
     let reply: Record<string, unknown>;
@@ -652,11 +741,15 @@ class Shell {
       reply = await this.#client.raw(message, { signal: controller.signal });
     } catch (err) {
       this.#log({ command: message, error: describe(err) });
-      if (this.#ended !== undefined || controller.signal.aborted) {
-        if (this.#ended === undefined) this.#print("^C (the reply will be ignored)");
+      if (this.#ended !== undefined) {
+        this.#error("(no reply: the connection closed first)");
         return undefined;
       }
-      this.#print(`Error: ${describe(err)}`);
+      if (controller.signal.aborted) {
+        this.#note("^C (the reply will be ignored)");
+        return undefined;
+      }
+      this.#error(`Error: ${describe(err)}`);
       return undefined;
     } finally {
       clearTimeout(hint);
@@ -695,7 +788,7 @@ class Shell {
   #printReply(reply: Record<string, unknown>): void {
     const error = reply["error"];
     if (isObject(error)) {
-      this.#print(errorLine(error));
+      this.#error(errorLine(error));
       return;
     }
     this.#print(formatJson(reply, this.#options.pretty));
@@ -708,13 +801,13 @@ class Shell {
     if (cpu !== null) {
       const index = Number(cpu[1]);
       if (cpu[1] === undefined || !/^\d+$/.test(cpu[1]) || !Number.isSafeInteger(index)) {
-        this.#print("cpu: give a CPU index, e.g. cpu 0");
+        this.#error("cpu: give a CPU index, e.g. cpu 0");
         return;
       }
       const reply = await this.#send(hmpMessage("info version", index), false);
       if (reply === undefined) return;
       if (isObject(reply["error"])) {
-        this.#print(`cpu: bad CPU index ${index} (${errorLine(reply["error"])})`);
+        this.#error(`cpu: no CPU ${index} (${await this.#cpuList()})`);
         return;
       }
       this.#cpuIndex = index;
@@ -729,6 +822,24 @@ class Shell {
       return;
     }
     this.#printReply(reply);
+  }
+
+  /** The CPU indexes QEMU has, for a message: "CPUs: 0, 1", or that there are none. */
+  async #cpuList(): Promise<string> {
+    let cpus: JsonValue | undefined;
+    try {
+      cpus = await this.#client.execute("query-cpus-fast", undefined, {
+        timeout: COMPLETION_TIMEOUT,
+      });
+    } catch {
+      return "query-cpus-fast lists them";
+    }
+    const indexes = Array.isArray(cpus)
+      ? cpus.flatMap((c) =>
+          isObject(c) && typeof c["cpu-index"] === "number" ? [c["cpu-index"]] : [],
+        )
+      : [];
+    return indexes.length === 0 ? "this machine has no CPUs" : `CPUs: ${indexes.join(", ")}`;
   }
 
   /** Print events as they come, until the session ends. */
@@ -786,35 +897,65 @@ class Shell {
 
   /** The history to start with, newest first (readline's order); empty if there is no file. */
   #loadHistory(): string[] {
+    return this.#readHistory()?.reverse() ?? [];
+  }
+
+  /** The history file's lines, oldest first, each once (its newest place), at most HISTORY_SIZE. */
+  #readHistory(): string[] | undefined {
     const path = this.#options.history;
-    if (path === undefined) return [];
+    if (path === undefined) return undefined;
     let text: string;
     try {
       text = readFileSync(path, "utf8");
     } catch {
-      return [];
+      return undefined;
     }
-    return text
-      .split("\n")
-      .filter((l) => l.trim() !== "")
-      .slice(-HISTORY_SIZE)
-      .reverse();
+    const seen = new Set<string>();
+    const lines: string[] = [];
+    for (const line of text.split("\n").reverse()) {
+      if (line.trim() === "" || seen.has(line)) continue;
+      seen.add(line);
+      lines.push(line);
+      if (lines.length === HISTORY_SIZE) break;
+    }
+    return lines.reverse();
   }
 
-  /** Write the history (newest first, as readline keeps it) to the file, without secrets. */
+  /**
+   * Append the line just added to the history (newest first, as readline
+   * keeps it) to the file, unless it holds a secret. Appending, not
+   * rewriting, keeps the lines of other shells open at the same time.
+   */
   #saveHistory(history: string[]): void {
     const path = this.#options.history;
-    if (path === undefined) return;
     const newest = history[0];
-    if (newest !== undefined && this.#holdsSecret(newest)) this.#secretLines.add(newest);
-    const lines = history.filter((l) => !this.#secretLines.has(l)).reverse();
+    if (path === undefined || newest === undefined) return;
+    if (this.#holdsSecret(newest)) {
+      this.#secretLines.add(newest);
+      return;
+    }
     try {
-      const tmp = `${path}.${process.pid}.tmp`;
-      writeFileSync(tmp, lines.length > 0 ? `${lines.join("\n")}\n` : "", { mode: 0o600 });
-      renameSync(tmp, path);
+      appendFileSync(path, `${newest}\n`, { mode: 0o600 });
     } catch (err) {
       this.#options.history = undefined;
       this.#print(`(history not saved: ${describe(err)})`);
+    }
+  }
+
+  /** On leaving: cut the history file down to its last HISTORY_SIZE distinct lines. */
+  #trimHistory(): void {
+    if (!this.#interactive) return;
+    const path = this.#options.history;
+    const lines = this.#readHistory();
+    if (path === undefined || lines === undefined) return;
+    try {
+      const text = lines.length > 0 ? `${lines.join("\n")}\n` : "";
+      if (readFileSync(path, "utf8") === text) return;
+      const tmp = `${path}.${process.pid}.tmp`;
+      writeFileSync(tmp, text, { mode: 0o600 });
+      renameSync(tmp, path);
+    } catch {
+      // Kept as it is: it is only longer than it needs to be.
     }
   }
 

@@ -122,12 +122,15 @@ void test("shell and wrap: usage errors are one line and a pointer to --help, ex
     [["shell", "-H", "-N"], "qmp shell: -H (HMP) needs a negotiated session: it cannot go with -N"],
     [["shell", "a.sock", "b.sock"], "qmp shell: unexpected argument 'b.sock'"],
     [["shell", "--qemu", "q", "/run/vm.sock"], "qmp shell: --qemu is for the throwaway QEMU"],
-    [["shell", "--bogus"], "qmp shell: Unknown option '--bogus'"],
+    [["shell", "--bogus"], "qmp shell: unknown option '--bogus'\n"],
+    [["exec", "--bogus", "x.sock", "stop"], "qmp exec: unknown option '--bogus'\n"],
+    [["events", "-x"], "qmp events: unknown option '-x'\n"],
     [["shell", "-l", ""], "qmp shell: --log needs a file name"],
     [["shell", "host:port:x"], "qmp shell: "],
     [["wrap"], "qmp wrap: no QEMU command given"],
     [["wrap", "-p", "--"], "qmp wrap: no QEMU command given"],
-    [["wrap", "--qemu", "x", "--", "qemu"], "qmp wrap: Unknown option '--qemu'"],
+    [["wrap", "--qemu", "x", "--", "qemu"], "qmp wrap: unknown option '--qemu'\n"],
+    [["wrap", "--", "qemu", "-daemonize"], "qmp wrap: QEMU must stay in the foreground"],
   ];
   for (const [args, message] of cases) {
     const r = await qmp(t, args, { stdin: "" });
@@ -150,7 +153,7 @@ void test("wrap: a QEMU binary that does not exist is a one-line error, exit 2",
     code: 2,
     signal: null,
     stdout: "",
-    stderr: "qmp: cannot run 'no-such-qemu-binary': command not found\n",
+    stderr: "qmp wrap: cannot run 'no-such-qemu-binary': command not found\n",
   });
   // Its private socket directory is gone too.
   assert.deepEqual(readdirSync(env["TMPDIR"]!), []);

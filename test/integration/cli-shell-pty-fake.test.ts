@@ -1,10 +1,12 @@
 // `qmp shell` in a pseudo-terminal against the fake server: guest-agent completion, Ctrl-C while waiting.
 
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type TestContext, test } from "node:test";
 import { type FakePeer, FakeQMPServer } from "../../src/testing/index.js";
 import { QMP_BIN, ROOT, withoutSocket } from "../helpers/cli.js";
-import { spawnInPty } from "../helpers/pty.js";
+import { type PtyProcess, spawnInPty } from "../helpers/pty.js";
 import { tempDir } from "../helpers/qemu.js";
 
 const T = { timeout: 20_000 };
@@ -101,3 +103,108 @@ async function waitForCommand(peer: FakePeer, command: string): Promise<void> {
   }
   throw new Error(`${command} never came`);
 }
+
+/** A shell in a pty on the fake server at `address`, with HOME in a temp dir (or `home`). */
+async function fakeShell(t: TestContext, address: string, home = tempDir(t)): Promise<PtyProcess> {
+  const env = withoutSocket({ HOME: home });
+  const pty = await spawnInPty(t, process.execPath, [QMP_BIN, "shell", address], {
+    env,
+    cwd: ROOT,
+  });
+  await pty.waitFor(/^\(QEMU\)$/m, { what: "the prompt" });
+  return pty;
+}
+
+void test(
+  "keys typed while a command runs: kept, shown after the reply, cursor at their end",
+  T,
+  async (t) => {
+    let release: (() => void) | undefined;
+    await using server = await FakeQMPServer.listen({
+      handlers: {
+        "query-status": () =>
+          new Promise((resolve) => {
+            release = () => resolve({ return: { status: "paused", running: false } });
+          }),
+      },
+    });
+    const pty = await fakeShell(t, server.address as string);
+    pty.write("query-status\r");
+    await waitForCommand(await server.peer(), "query-status");
+    pty.write("query-na");
+    await pty.waitFor(/^query-na$/m, { what: "the keys typed ahead, echoed" });
+    release!();
+    await pty.waitFor(
+      /^\{"return": \{"status": "paused", "running": false\}\}\n\(QEMU\) query-na$/m,
+    );
+    // The cursor is at the end of what was typed: more typing goes after it.
+    pty.write("me\r");
+    await pty.waitFor(
+      /^\(QEMU\) query-name\nCommandNotFound: The command query-name has not been found\n\(QEMU\)$/m,
+    );
+    const rows = pty.screen.text().split("\n");
+    assert.ok(!rows.some((r) => /^query-na$/.test(r)), pty.screen.text());
+  },
+);
+
+void test("Ctrl-C while a command runs drops the keys typed ahead too", T, async (t) => {
+  await using server = await FakeQMPServer.listen({
+    handlers: { "query-status": () => new Promise(() => {}) },
+  });
+  const pty = await fakeShell(t, server.address as string);
+  pty.write("query-status\r");
+  const peer = await server.peer();
+  await waitForCommand(peer, "query-status");
+  pty.write("abc");
+  await pty.waitFor(/^abc$/m);
+  pty.write("\x03");
+  await pty.waitFor(/^\^C \(the reply will be ignored\)\n\(QEMU\)$/m);
+  assert.equal(pty.screen.cursor.col, "(QEMU) ".length);
+  pty.write("\r");
+  pty.write("\x04");
+  assert.deepEqual(await pty.done, { code: 0, signal: null });
+  // Of what was typed, only query-status reached the server: not "abc", not an empty line.
+  const typed = peer.received
+    .map((m) => m["execute"])
+    .filter((c) => c !== "query-commands" && c !== "query-qmp-schema");
+  assert.deepEqual(typed, ["qmp_capabilities", "query-status"]);
+});
+
+void test("pasted lines: each reply on its own row, none on a prompt row", T, async (t) => {
+  await using server = await FakeQMPServer.listen({
+    handlers: {
+      "query-name": () => ({ return: { name: "vm1" } }),
+      "query-uuid": () => ({ return: { UUID: "u" } }),
+    },
+  });
+  const pty = await fakeShell(t, server.address as string);
+  pty.write("query-name\rquery-uuid\r");
+  await pty.waitFor(/\{"return": \{"UUID": "u"\}\}\n\(QEMU\)$/);
+  const rows = pty.screen.text().split("\n");
+  assert.ok(rows.includes('{"return": {"name": "vm1"}}'), pty.screen.text());
+  assert.ok(!rows.some((r) => r.startsWith("(QEMU) {")), pty.screen.text());
+});
+
+void test("two shells at once: the history file keeps the lines of both", T, async (t) => {
+  await using server = await FakeQMPServer.listen({
+    handlers: { "query-name": () => ({ return: {} }), "query-uuid": () => ({ return: {} }) },
+  });
+  await using other = await FakeQMPServer.listen({
+    handlers: { "query-version": () => ({ return: {} }) },
+  });
+  const home = tempDir(t);
+  const a = await fakeShell(t, server.address as string, home);
+  const b = await fakeShell(t, other.address as string, home);
+  a.write("query-name\r");
+  await a.waitFor(/^\{"return": \{\}\}\n\(QEMU\)$/m);
+  b.write("query-version\r");
+  await b.waitFor(/^\{"return": \{\}\}\n\(QEMU\)$/m);
+  a.write("query-uuid\r");
+  await a.waitFor(/^\(QEMU\) query-uuid\n\{"return": \{\}\}\n\(QEMU\)$/m);
+  a.write("\x04");
+  await a.done;
+  b.write("\x04");
+  await b.done;
+  const lines = readFileSync(join(home, ".qmp_history"), "utf8").split("\n");
+  assert.deepEqual(lines, ["query-name", "query-version", "query-uuid", ""]);
+});

@@ -302,8 +302,22 @@ void describe("transactions", () => {
     assert.equal(tx.active, false);
   });
 
-  void test("')' outside a transaction is just a word", () => {
-    assert.deepEqual(command(")"), { execute: ")" });
+  void test("')' with no transaction open is an error (qmp-shell would send it as a command)", () => {
+    syntaxError(() => parseLine(")"), /No transaction is open/);
+  });
+
+  void test("'transaction(' while one is open is an error; the open one is kept", () => {
+    const tx = new TransactionBuilder();
+    parseLine("transaction(", tx);
+    parseLine("abort", tx);
+    syntaxError(() => parseLine("transaction(", tx), /already open/);
+    syntaxError(() => parseLine("transaction( abort )", tx), /already open/);
+    assert.equal(tx.active, true);
+    assert.equal(tx.actions.length, 1);
+  });
+
+  void test("a line starting with '[' is not a message", () => {
+    syntaxError(() => parseLine("[1, 2]"), /must be an object/);
   });
 
   void test("a raw JSON line inside a transaction is an error", () => {
