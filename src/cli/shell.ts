@@ -304,7 +304,7 @@ const COMPLETION_TIMEOUT = 10_000;
 const SLOW_REPLY = 5000;
 
 /** How long a `quit` may take to close the connection before the prompt comes back. */
-const QUIT_WAIT = 3000;
+const QUIT_WAIT = 10_000;
 
 /** Whether `message` asks QEMU to quit (QMP `quit`, or HMP `quit`/`q`). */
 function isQuit(message: JsonObject): boolean {

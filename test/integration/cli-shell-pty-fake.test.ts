@@ -11,6 +11,19 @@ import { tempDir } from "../helpers/qemu.js";
 
 const T = { timeout: 20_000 };
 
+/** A shell in a pty (`qmp shell ...args address`) with HOME in a temp dir (or `home`), at its prompt. */
+async function fakeShell(
+  t: TestContext,
+  address: string,
+  options: { home?: string; args?: string[] } = {},
+): Promise<PtyProcess> {
+  const env = withoutSocket({ HOME: options.home ?? tempDir(t) });
+  const args = [QMP_BIN, "shell", ...(options.args ?? []), address];
+  const pty = await spawnInPty(t, process.execPath, args, { env, cwd: ROOT });
+  await pty.waitFor(/^\(QEMU\)$/m, { what: "the prompt" });
+  return pty;
+}
+
 void test("shell -N on a guest agent: Tab completes from guest-info", T, async (t) => {
   await using server = await FakeQMPServer.listen({
     greeting: false,
@@ -29,17 +42,7 @@ void test("shell -N on a guest agent: Tab completes from guest-info", T, async (
       }),
     },
   });
-  const env = withoutSocket({ HOME: tempDir(t) });
-  const pty = await spawnInPty(
-    t,
-    process.execPath,
-    [QMP_BIN, "shell", "-N", server.address as string],
-    {
-      env,
-      cwd: ROOT,
-    },
-  );
-  await pty.waitFor(/^\(QEMU\)$/m, { what: "the prompt" });
+  const pty = await fakeShell(t, server.address as string, { args: ["-N"] });
   // The command list comes from guest-info, asked for in the background.
   const peer = await server.peer();
   await waitForCommand(peer, "guest-info");
@@ -69,17 +72,7 @@ void test(
         "query-name": () => ({ return: { name: "vm1" } }),
       },
     });
-    const env = withoutSocket({ HOME: tempDir(t) });
-    const pty = await spawnInPty(
-      t,
-      process.execPath,
-      [QMP_BIN, "shell", server.address as string],
-      {
-        env,
-        cwd: ROOT,
-      },
-    );
-    await pty.waitFor(/^\(QEMU\)$/m, { what: "the prompt" });
+    const pty = await fakeShell(t, server.address as string);
     pty.write("query-status\r");
     const peer = await server.peer();
     await waitForCommand(peer, "query-status");
@@ -102,17 +95,6 @@ async function waitForCommand(peer: FakePeer, command: string): Promise<void> {
     if (message["execute"] === command) return;
   }
   throw new Error(`${command} never came`);
-}
-
-/** A shell in a pty on the fake server at `address`, with HOME in a temp dir (or `home`). */
-async function fakeShell(t: TestContext, address: string, home = tempDir(t)): Promise<PtyProcess> {
-  const env = withoutSocket({ HOME: home });
-  const pty = await spawnInPty(t, process.execPath, [QMP_BIN, "shell", address], {
-    env,
-    cwd: ROOT,
-  });
-  await pty.waitFor(/^\(QEMU\)$/m, { what: "the prompt" });
-  return pty;
 }
 
 void test(
@@ -193,8 +175,8 @@ void test("two shells at once: the history file keeps the lines of both", T, asy
     handlers: { "query-version": () => ({ return: {} }) },
   });
   const home = tempDir(t);
-  const a = await fakeShell(t, server.address as string, home);
-  const b = await fakeShell(t, other.address as string, home);
+  const a = await fakeShell(t, server.address as string, { home });
+  const b = await fakeShell(t, other.address as string, { home });
   a.write("query-name\r");
   await a.waitFor(/^\{"return": \{\}\}\n\(QEMU\)$/m);
   b.write("query-version\r");

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
+import { QMPClient } from "../../src/index.js";
+import { launchQemu } from "../../src/cli/launch.js";
 import { qmp, runQmp, withoutSocket } from "../helpers/cli.js";
 import { QEMU_BASE_ARGS, qemuBinary, qemuDataArgs, startQemu, tempDir } from "../helpers/qemu.js";
 
@@ -31,6 +33,7 @@ void test(
       "# a comment",
       "query-nothing",
       '{"execute": "query-name", "id": "mine"}',
+      '{"execute": "query-name"}',
       "transaction(",
       "abort",
       ")",
@@ -45,14 +48,15 @@ void test(
     const status = JSON.parse(lines[0]!) as { return: { status: string; running: boolean } };
     assert.deepEqual([status.return.status, status.return.running], ["running", true]);
     assert.match(lines[0]!, /^\{"return": \{"status": "running", /);
-    assert.deepEqual(lines.slice(1), ['{"return": {}, "id": "mine"}', ""]);
+    // The client's own id is not shown; the user's is.
+    assert.deepEqual(lines.slice(1), ['{"return": {}, "id": "mine"}', '{"return": {}}', ""]);
     assert.equal(
       r.stderr,
       [
         "line 2: Error: Expected a key=value pair, got 'bar'",
         USAGE_LINE,
         "line 4: CommandNotFound: The command query-nothing has not been found",
-        "line 8: GenericError: Transaction aborted using Abort action",
+        "line 9: GenericError: Transaction aborted using Abort action",
         "Disconnected",
         "",
       ].join("\n"),
@@ -136,7 +140,7 @@ void test(
   T,
   async (t) => {
     const qemu = await startQemu(t);
-    const input = "info status\ncpu 7\ncpu x\nnot-a-command\n";
+    const input = "info status\ncpu 7\ncpu x\nnot-a-command\ncpu -1\ncpu 0x0\n";
     const r = await qmp(t, ["shell", "-H", qemu.socketPath], { stdin: input });
     assert.deepEqual(r, {
       code: 1,
@@ -146,6 +150,8 @@ void test(
       stderr:
         "line 2: cpu: no CPU 7 (this machine has no CPUs)\n" +
         "line 3: cpu: give a CPU index, e.g. cpu 0\n" +
+        "line 5: cpu: give a CPU index, e.g. cpu 0\n" +
+        "line 6: cpu: give a CPU index, e.g. cpu 0\n" +
         "Disconnected\n",
     });
   },
@@ -287,3 +293,36 @@ void test(
     assert.ok(r.stderr.endsWith("Disconnected\n"), r.stderr);
   },
 );
+
+void test(
+  "launchQemu: leaving stops QEMU with SIGTERM (it exits cleanly, at once)",
+  T,
+  async (t) => {
+    const client = new QMPClient();
+    t.after(() => client.destroy());
+    const qemu = await launchQemu(client, qemuCommand());
+    assert.deepEqual(await client.execute("query-name"), {});
+    await client.disconnect();
+    await qemu.stop();
+    // SIGTERM: QEMU shuts down and exits 0; only the fallback after 5 s would be a SIGKILL.
+    assert.deepEqual([qemu.child.exitCode, qemu.child.signalCode], [0, null]);
+  },
+);
+
+void test("wrap: what QEMU prints before it connects is shown too", T, async (t) => {
+  const env = privateTmp(t);
+  const dir = tempDir(t);
+  const wrapper = join(dir, "qemu");
+  writeFileSync(wrapper, `#!/bin/sh\necho early-line >&2\nexec '${qemuBinary()}' "$@"\n`);
+  chmodSync(wrapper, 0o755);
+  const r = await qmp(t, ["wrap", "--", wrapper, ...qemuDataArgs(), ...QEMU_BASE_ARGS], {
+    stdin: "query-name\n",
+    env,
+  });
+  assert.deepEqual(r, {
+    code: 0,
+    signal: null,
+    stdout: '{"return": {}}\n',
+    stderr: "early-line\nDisconnected\n",
+  });
+});

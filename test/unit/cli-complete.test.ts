@@ -460,6 +460,29 @@ void describe("QmpCompleter: transactions", () => {
     assert.deepEqual(qmp.complete("quit", { transaction: true }), [[], "quit"]);
   });
 
+  void test("an action type of the tag's enum without a variant of its own is offered too", () => {
+    const schema = [
+      { name: "transaction", "meta-type": "command", "arg-type": "1", "ret-type": "0" },
+      { name: "1", "meta-type": "object", members: [{ name: "actions", type: "[2]" }] },
+      { name: "[2]", "meta-type": "array", "element-type": "2" },
+      {
+        name: "2",
+        "meta-type": "object",
+        members: [{ name: "type", type: "3" }],
+        tag: "type",
+        variants: [{ case: "abort", type: "4" }],
+      },
+      { name: "3", "meta-type": "enum", values: ["abort", "x-bare"] },
+      { name: "4", "meta-type": "object", members: [{ name: "data", type: "0" }] },
+      { name: "0", "meta-type": "object", members: [] },
+    ];
+    const completer = new QmpCompleter(["transaction"], schema);
+    assert.deepEqual(completer.complete("", { transaction: true }), [
+      [")", "abort ", "x-bare "],
+      "",
+    ]);
+  });
+
   void test("after `transaction(` on the same line, the next word is an action type", () => {
     assert.deepEqual(qmp.complete("transaction( "), [[")", "abort ", "bitmap-add ", "snap "], ""]);
     assert.deepEqual(qmp.complete("transaction( bi"), [["bitmap-add "], "bi"]);
