@@ -45,7 +45,10 @@ const TYPING = `Typing:
   Tab                     complete command names, argument names and values
   Ctrl-C                  clear the line, or stop waiting for a reply
   Ctrl-D                  leave (QEMU keeps running, unless qmp started it)
-In HMP mode (-H), lines are human monitor commands; "cpu N" picks the CPU
+  # ...                   a comment
+
+Reading a pipe instead of a terminal, results go to stdout and errors to
+stderr ("line N: ..."), with no prompt. In HMP mode (-H), lines are human monitor commands; "cpu N" picks the CPU
 the following commands run on.`;
 
 const SHELL_OPTIONS = `  -H, --hmp               HMP mode: lines are human monitor commands
