@@ -48,8 +48,8 @@ const TYPING = `Typing:
   # ...                   a comment
 
 Reading a pipe instead of a terminal, results go to stdout and errors to
-stderr ("line N: ..."), with no prompt. In HMP mode (-H), lines are human monitor commands; "cpu N" picks the CPU
-the following commands run on.`;
+stderr ("line N: ..."), with no prompt. In HMP mode (-H), lines are human
+monitor commands; "cpu N" picks the CPU the following commands run on.`;
 
 const SHELL_OPTIONS = `  -H, --hmp               HMP mode: lines are human monitor commands
   -N, --skip-negotiation  no capabilities negotiation (for the guest agent)
