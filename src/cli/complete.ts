@@ -190,6 +190,8 @@ export class QmpCompleter {
   readonly #types = new Map<string, SchemaType>();
   /** Transaction action type → the type of its `data` (undefined when it has none). */
   readonly #actions = new Map<string, string | undefined>();
+  /** `command\0key` → values the schema does not list (e.g. device_add's drivers). */
+  readonly #extraValues = new Map<string, string[]>();
 
   /**
    * @param commands The command names, e.g. the `name`s of `query-commands`.
@@ -218,6 +220,18 @@ export class QmpCompleter {
       }
     }
     this.#indexActions();
+  }
+
+  /**
+   * Offer `values` for `key=` (a top-level argument) of `command`, besides
+   * what the schema says: for strings whose values QEMU lists elsewhere,
+   * like `device_add driver=` (`qom-list-types`).
+   */
+  addValues(command: string, key: string, values: Iterable<string>): void {
+    this.#extraValues.set(
+      `${command}\0${key}`,
+      [...values].filter((v) => typeof v === "string"),
+    );
   }
 
   /**
@@ -262,8 +276,20 @@ export class QmpCompleter {
     const given = givenKeys(rest.slice(1));
 
     const eq = equalsIndex(current);
-    if (eq !== -1)
-      return this.#completeValue(root, given, current.slice(0, eq), current.slice(eq + 1));
+    if (eq !== -1) {
+      const [values, on] = this.#completeValue(
+        root,
+        given,
+        current.slice(0, eq),
+        current.slice(eq + 1),
+      );
+      const extra = transaction
+        ? undefined
+        : this.#extraValues.get(`${name}\0${current.slice(0, eq)}`);
+      if (extra === undefined) return [values, on];
+      const more = extra.filter((v) => v.startsWith(on)).map((v) => `${v} `);
+      return [sortedUnique([...values, ...more]), on];
+    }
     const [keys] = this.#completeKey(root, given, current);
     return [sortedUnique([...keys, ...close]), current];
   }
@@ -307,9 +333,18 @@ export class QmpCompleter {
         used.add(g.path[parent.length]!);
       }
     }
-    const matches = [...members.keys()]
-      .filter((m) => m.startsWith(partial) && !used.has(m))
-      .map((m) => `${prefix}${m}=`);
+    const matches = [...members]
+      .filter(([m]) => m.startsWith(partial) && !used.has(m))
+      .flatMap(([m, types]) => {
+        // An object is filled in key by key (`cache.direct=…`); a value that may
+        // be an object or not (an alternate, like a block node's `file`) both ways.
+        const object = types.some((t) => this.#objectsOf(t).length > 0);
+        const scalar = types.some((t) => this.#types.get(t)?.kind !== "object");
+        return [
+          ...(scalar || !object ? [`${prefix}${m}=`] : []),
+          ...(object ? [`${prefix}${m}.`] : []),
+        ];
+      });
     return [sortedUnique(matches), word];
   }
 

@@ -895,7 +895,14 @@ class Shell {
     if (names === undefined && !this.#options.negotiate) names = ["qmp_capabilities"];
     if (names === undefined) return;
     const schema = await call("query-qmp-schema");
-    this.#qmpCompleter = new QmpCompleter(names, Array.isArray(schema) ? schema : undefined);
+    const completer = new QmpCompleter(names, Array.isArray(schema) ? schema : undefined);
+    if (names.includes("device_add")) {
+      // device_add's driver is a plain string to the schema; QOM lists them.
+      const types = await call("qom-list-types", { implements: "device", abstract: false });
+      const drivers = namesOf(types);
+      if (drivers !== undefined) completer.addValues("device_add", "driver", drivers);
+    }
+    this.#qmpCompleter = completer;
   }
 
   /** The history to start with, newest first (readline's order); empty if there is no file. */

@@ -113,7 +113,7 @@ export async function startQemu(t: TestContext, options: StartQemuOptions = {}):
   };
   t.after(async () => {
     await kill();
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
   });
   const ready = child.stdio[3] as Socket;
   ready.on("error", () => {});
@@ -196,7 +196,8 @@ export function recordMessages(
 /** A temp dir removed after the test. */
 export function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), "qmp-test-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // Retried: a program under test that is still being stopped may write there (a history file).
+  t.after(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }));
   return dir;
 }
 

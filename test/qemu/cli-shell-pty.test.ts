@@ -270,6 +270,20 @@ void test("Tab completes argument names and enum values from the schema", T, asy
   await tab(pty, "(QEMU) blockdev-add driver=");
   pty.write("\x15");
   await waitForLastRow(pty, PROMPT);
+  // device_add's drivers are no enum in the schema: they come from qom-list-types.
+  await type(pty, "device_add driver=virtio-balloon-pci-tr");
+  await tab(
+    pty,
+    "(QEMU) device_add driver=virtio-balloon-pci-transitional",
+    "(QEMU) device_add driver=virtio-balloon-pci-transitional ".length,
+  );
+  pty.write("\x15");
+  await waitForLastRow(pty, PROMPT);
+  // An object member is filled in key by key: offered as `cache.`, not `cache=`.
+  await type(pty, "blockdev-add driver=null-co cach");
+  await tab(pty, "(QEMU) blockdev-add driver=null-co cache.");
+  pty.write("\x15");
+  await waitForLastRow(pty, PROMPT);
   pty.write("\x04");
   assert.deepEqual(await pty.done, { code: 0, signal: null });
 });
@@ -351,6 +365,8 @@ void test("transaction( ... ) and Ctrl-C dropping an open transaction", T, async
   await enter(pty, "query-name", EMPTY_RETURN);
   const closing = await enter(pty, ")", /^Error: No transaction is open/m);
   assert.doesNotMatch(closing, /Transaction aborted|\{"return"/);
+  pty.write("\x04");
+  assert.deepEqual(await pty.done, { code: 0, signal: null });
 });
 
 void test(

@@ -320,12 +320,16 @@ void describe("QmpCompleter: argument names", () => {
   });
 
   void test("a union without its tag on the line: own members and every variant's, once", () => {
+    // An object member is offered as `cache.`; one that may be an object or not
+    // (an alternate: `file`, `backing`) both ways.
     assert.deepEqual(candidates("blockdev-add "), [
+      "backing.",
       "backing=",
-      "cache=",
+      "cache.",
       "devices=",
       "discard=",
       "driver=",
+      "file.",
       "file=",
       "filename=",
       "lazy-refcounts=",
@@ -337,12 +341,23 @@ void describe("QmpCompleter: argument names", () => {
     ]);
   });
 
+  void test("addValues: values QEMU lists elsewhere join the schema's, for that command and key", () => {
+    const completer = new QmpCompleter(COMMANDS, SCHEMA);
+    completer.addValues("blockdev-add", "node-name", ["disk0", "disk1", "cd0"]);
+    assert.deepEqual(completer.complete("blockdev-add node-name=d"), [["disk0 ", "disk1 "], "d"]);
+    // Other keys and commands are unchanged; so is the completer they came from.
+    assert.deepEqual(completer.complete("blockdev-add driver=r"), [["raw "], "r"]);
+    assert.deepEqual(qmp.complete("blockdev-add node-name=d"), [[], "d"]);
+  });
+
   void test("a union with its tag on the line: own members and that variant's", () => {
     assert.deepEqual(candidates("blockdev-add driver=qcow2 "), [
+      "backing.",
       "backing=",
-      "cache=",
+      "cache.",
       "devices=",
       "discard=",
+      "file.",
       "file=",
       "lazy-refcounts=",
       "mode=",
@@ -367,6 +382,7 @@ void describe("QmpCompleter: argument names", () => {
       "file.filename=",
     ]);
     assert.deepEqual(candidates("blockdev-add driver=qcow2 file.driver=raw file.f"), [
+      "file.file.",
       "file.file=",
     ]);
     assert.deepEqual(candidates("blockdev-add driver=qcow2 file.driver=qcow2 file.file.dri"), [
@@ -514,7 +530,7 @@ void describe("QmpCompleter: transactions", () => {
   });
 
   void test("the `transaction` command itself completes as a command", () => {
-    assert.deepEqual(candidates("transaction "), ["actions=", "properties="]);
+    assert.deepEqual(candidates("transaction "), ["actions=", "properties."]);
     assert.deepEqual(candidates("transaction properties.completion-mode=g"), ["grouped "]);
   });
 });
