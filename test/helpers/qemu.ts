@@ -193,6 +193,23 @@ export function recordMessages(
   return messages;
 }
 
+/**
+ * A temp dir for the HOME of a program that `start` runs, removed after the
+ * cleanups `start` registers (they run in order): a shell being stopped
+ * still writes its history there.
+ */
+export async function withHomeDir<T>(
+  t: TestContext,
+  start: (home: string) => Promise<T>,
+): Promise<T> {
+  const home = mkdtempSync(join(tmpdir(), "qmp-test-"));
+  try {
+    return await start(home);
+  } finally {
+    t.after(() => rmSync(home, { recursive: true, force: true }));
+  }
+}
+
 /** A temp dir removed after the test. */
 export function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), "qmp-test-"));

@@ -7,7 +7,7 @@ import { type TestContext, test } from "node:test";
 import { type FakePeer, FakeQMPServer } from "../../src/testing/index.js";
 import { QMP_BIN, ROOT, withoutSocket } from "../helpers/cli.js";
 import { type PtyProcess, spawnInPty } from "../helpers/pty.js";
-import { tempDir } from "../helpers/qemu.js";
+import { tempDir, withHomeDir } from "../helpers/qemu.js";
 
 const T = { timeout: 20_000 };
 
@@ -17,9 +17,10 @@ async function fakeShell(
   address: string,
   options: { home?: string; args?: string[] } = {},
 ): Promise<PtyProcess> {
-  const env = withoutSocket({ HOME: options.home ?? tempDir(t) });
   const args = [QMP_BIN, "shell", ...(options.args ?? []), address];
-  const pty = await spawnInPty(t, process.execPath, args, { env, cwd: ROOT });
+  const spawn = (home: string): Promise<PtyProcess> =>
+    spawnInPty(t, process.execPath, args, { env: withoutSocket({ HOME: home }), cwd: ROOT });
+  const pty = await (options.home === undefined ? withHomeDir(t, spawn) : spawn(options.home));
   await pty.waitFor(/^\(QEMU\)$/m, { what: "the prompt" });
   return pty;
 }

@@ -14,6 +14,7 @@ import {
   qemuVersionInfo,
   startQemu,
   startQemuWithControl,
+  withHomeDir,
   tempDir,
   testClient,
 } from "../helpers/qemu.js";
@@ -175,13 +176,14 @@ async function startShell(
   args: string[],
   options: StartShellOptions = {},
 ): Promise<PtyProcess> {
-  const home = options.home ?? tempDir(t);
-  const pty = await spawnInPty(t, process.execPath, [QMP_BIN, "shell", ...args], {
-    env: withoutSocket({ HOME: home, TMPDIR: home }),
-    cwd: ROOT,
-    ...(options.cols === undefined ? {} : { cols: options.cols }),
-    ...(options.rows === undefined ? {} : { rows: options.rows }),
-  });
+  const spawn = (home: string): Promise<PtyProcess> =>
+    spawnInPty(t, process.execPath, [QMP_BIN, "shell", ...args], {
+      env: withoutSocket({ HOME: home, TMPDIR: home }),
+      cwd: ROOT,
+      ...(options.cols === undefined ? {} : { cols: options.cols }),
+      ...(options.rows === undefined ? {} : { rows: options.rows }),
+    });
+  const pty = await (options.home === undefined ? withHomeDir(t, spawn) : spawn(options.home));
   await pty.waitFor((text) => lastRow(text) === PROMPT, {
     what: "the first prompt",
     timeout: 20_000,
