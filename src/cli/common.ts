@@ -31,6 +31,18 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * Report a usage error of `qmp COMMAND`: the message, then a pointer to its
+ * `--help`, on stderr.
+ *
+ * @returns {@link ExitStatus.USAGE}, for `return usage(…)`.
+ */
+export function usage(io: CliIO, command: string, message: string): ExitStatus {
+  writeLine(io.stderr, `qmp ${command}: ${message}`);
+  writeLine(io.stderr, `Try 'qmp ${command} --help' for more information.`);
+  return ExitStatus.USAGE;
+}
+
 /** The environment variable that gives the address when it is left out. */
 export const ADDRESS_ENV = "QMP_SOCKET";
 

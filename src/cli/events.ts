@@ -12,6 +12,7 @@ import {
   parseCount,
   parseSeconds,
   resolveAddress,
+  usage,
   writeLine,
 } from "./common.js";
 
@@ -53,7 +54,7 @@ export async function runEvents(
   let count: number | undefined;
   let timeout: number | undefined;
   let verbose: boolean;
-  let addressText: string | undefined;
+  let address: ReturnType<typeof resolveAddress>;
   try {
     const parsed = parseArgs({
       args,
@@ -78,15 +79,9 @@ export async function runEvents(
     if (parsed.positionals.length > 1) {
       throw new Error(`unexpected argument '${parsed.positionals[1]}'`);
     }
-    addressText = parsed.positionals[0];
+    address = resolveAddress(parsed.positionals[0], io.env);
   } catch (err) {
-    return usage(io, optionError(err));
-  }
-  let address: ReturnType<typeof resolveAddress>;
-  try {
-    address = resolveAddress(addressText, io.env);
-  } catch (err) {
-    return usage(io, describe(err));
+    return usage(io, "events", optionError(err));
   }
 
   const signal =
@@ -130,10 +125,4 @@ export async function runEvents(
     await client.destroy();
   }
   return received > 0 ? ExitStatus.OK : ExitStatus.FAILED;
-}
-
-function usage(io: CliIO, message: string): ExitStatus {
-  writeLine(io.stderr, `qmp events: ${message}`);
-  writeLine(io.stderr, "Try 'qmp events --help' for more information.");
-  return ExitStatus.USAGE;
 }

@@ -13,6 +13,7 @@ import {
   optionError,
   parseSeconds,
   resolveAddress,
+  usage,
   writeLine,
 } from "./common.js";
 import { ShellSyntaxError, TransactionBuilder, parseLine, parseTokens } from "./parse.js";
@@ -75,7 +76,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     };
     words = parsed.positionals;
   } catch (err) {
-    return usage(io, optionError(err));
+    return usage(io, "exec", optionError(err));
   }
 
   let addressText: string | undefined;
@@ -88,7 +89,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
   if (words.length === 0) {
     // The note on QMP_SOCKET helps only when a command was taken for the address.
     const hint = envSet || looksLikeAddress(first!) ? "" : " (and QMP_SOCKET is not set)";
-    return usage(io, `no COMMAND given${hint}`);
+    return usage(io, "exec", `no COMMAND given${hint}`);
   }
 
   let message: CommandMessage;
@@ -100,14 +101,14 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
       writeLine(io.stderr, err.usage);
       return ExitStatus.USAGE;
     }
-    return usage(io, describe(err));
+    return usage(io, "exec", describe(err));
   }
 
   let address: ReturnType<typeof resolveAddress>;
   try {
     address = resolveAddress(addressText, io.env);
   } catch (err) {
-    return usage(io, describe(err));
+    return usage(io, "exec", describe(err));
   }
 
   const seconds = options.timeout === undefined ? "" : `${options.timeout / 1000} s`;
@@ -171,10 +172,4 @@ function buildMessage(words: string[]): CommandMessage {
     throw new UsageError('the transaction is not closed: end it with ")"');
   }
   return result.message;
-}
-
-function usage(io: CliIO, message: string): ExitStatus {
-  writeLine(io.stderr, `qmp exec: ${message}`);
-  writeLine(io.stderr, "Try 'qmp exec --help' for more information.");
-  return ExitStatus.USAGE;
 }

@@ -28,6 +28,7 @@ import {
   describe,
   optionError,
   resolveAddress,
+  usage,
   version,
   writeLine,
 } from "./common.js";
@@ -139,7 +140,8 @@ export const HISTORY_SIZE = 1000;
  */
 export async function runShell(args: string[], io: ShellIO): Promise<ExitStatus> {
   let options: ShellOptions;
-  let addressText: string | undefined;
+  /** Where to connect; `undefined` for a throwaway QEMU. */
+  let address: ReturnType<typeof resolveAddress> | undefined;
   let qemu: string;
   try {
     const parsed = parseArgs({
@@ -156,9 +158,12 @@ export async function runShell(args: string[], io: ShellIO): Promise<ExitStatus>
     if (parsed.positionals.length > 1) {
       throw new Error(`unexpected argument '${parsed.positionals[1]}'`);
     }
-    addressText = parsed.positionals[0] ?? (io.env["QMP_SOCKET"] || undefined);
-    if (addressText !== undefined && parsed.values.qemu !== undefined) {
-      throw new Error("--qemu is for the throwaway QEMU: give it without an ADDRESS");
+    const addressText = parsed.positionals[0] ?? (io.env["QMP_SOCKET"] || undefined);
+    if (addressText !== undefined) {
+      if (parsed.values.qemu !== undefined) {
+        throw new Error("--qemu is for the throwaway QEMU: give it without an ADDRESS");
+      }
+      address = resolveAddress(addressText, io.env);
     }
     qemu = parsed.values.qemu ?? THROWAWAY_QEMU[0];
   } catch (err) {
@@ -166,17 +171,11 @@ export async function runShell(args: string[], io: ShellIO): Promise<ExitStatus>
   }
 
   const shell = new Shell("shell", options, io);
-  if (addressText === undefined) {
-    const argv = [qemu, ...THROWAWAY_QEMU.slice(1)];
-    return hangUpOr(shell, io, await shell.runLaunched(argv, true));
-  }
-  let address: ReturnType<typeof resolveAddress>;
-  try {
-    address = resolveAddress(addressText, io.env);
-  } catch (err) {
-    return usage(io, "shell", describe(err));
-  }
-  return hangUpOr(shell, io, await shell.runConnected(address.address, address.text));
+  const status =
+    address === undefined
+      ? await shell.runLaunched([qemu, ...THROWAWAY_QEMU.slice(1)], true)
+      : await shell.runConnected(address.address, address.text);
+  return hangUpOr(shell, io, status);
 }
 
 /**
@@ -268,12 +267,6 @@ function shellOptions(
     log: values.log,
     history: history === "" ? undefined : history,
   };
-}
-
-function usage(io: CliIO, command: string, message: string): ExitStatus {
-  writeLine(io.stderr, `qmp ${command}: ${message}`);
-  writeLine(io.stderr, `Try 'qmp ${command} --help' for more information.`);
-  return ExitStatus.USAGE;
 }
 
 /** JSON the way qmp-shell prints it: `{"a": 1, "b": [2, 3]}`, or indented with `-p`. */
@@ -390,22 +383,12 @@ class Shell {
           "is another client using this monitor? (Ctrl-C to give up)",
       );
     }, GREETING_HINT_AFTER);
-    const stop = new AbortController();
-    const onSignal = (): void => stop.abort(new Error("interrupted"));
-    process.once("SIGINT", onSignal);
-    try {
-      await this.#client.connect(address, { signal: stop.signal });
-    } catch (err) {
-      // After a ^C, start on a line of our own.
-      if (stop.signal.aborted && isTTY(this.#io.stderr)) this.#io.stderr.write("\n");
-      const why = stop.signal.aborted ? "interrupted" : connectFailure(err);
-      writeLine(this.#io.stderr, `qmp shell: cannot connect to ${text}: ${why}`);
-      await this.#client.destroy();
-      return ExitStatus.USAGE;
-    } finally {
-      clearTimeout(hint);
-      process.off("SIGINT", onSignal);
-    }
+    const connected = await this.#setUp(
+      (signal) => this.#client.connect(address, { signal }),
+      (err) =>
+        `cannot connect to ${text}: ${err === undefined ? "interrupted" : connectFailure(err)}`,
+    ).finally(() => clearTimeout(hint));
+    if (!connected) return ExitStatus.USAGE;
     return this.#session(`at ${text}`);
   }
 
@@ -418,31 +401,28 @@ class Shell {
       this.#note(`Starting a throwaway QEMU: ${argv.join(" ")}`);
       this.#note("(it is stopped when you leave)");
     }
-    const stop = new AbortController();
-    const onSignal = (): void => stop.abort(new Error("interrupted"));
-    process.once("SIGINT", onSignal);
-    let qemu: LaunchedQemu;
-    try {
-      qemu = await launchQemu(this.#client, argv, {
-        signal: stop.signal,
-        onOutput: (line, stream) => {
-          // What QEMU says once we are leaving (its SIGTERM notice) is not news.
-          if (this.#leaving) return;
-          if (this.#interactive) this.#print(line);
-          else writeLine(stream === "stdout" ? this.#io.stdout : this.#io.stderr, line);
-        },
-      });
-    } catch (err) {
-      const what =
-        err instanceof LaunchError ? err.message : `QEMU did not connect: ${describe(err)}`;
-      if (stop.signal.aborted && isTTY(this.#io.stderr)) this.#io.stderr.write("\n");
-      const why = stop.signal.aborted ? "interrupted" : what;
-      writeLine(this.#io.stderr, `qmp ${this.#command}: ${why}`);
-      await this.#client.destroy();
-      return ExitStatus.USAGE;
-    } finally {
-      process.off("SIGINT", onSignal);
-    }
+    let qemu: LaunchedQemu | undefined;
+    await this.#setUp(
+      async (signal) => {
+        qemu = await launchQemu(this.#client, argv, {
+          signal,
+          onOutput: (line, stream) => {
+            // What QEMU says once we are leaving (its SIGTERM notice) is not news.
+            if (this.#leaving) return;
+            if (this.#interactive) this.#print(line);
+            else writeLine(stream === "stdout" ? this.#io.stdout : this.#io.stderr, line);
+          },
+        });
+      },
+      (err) =>
+        err === undefined
+          ? "interrupted"
+          : err instanceof LaunchError
+            ? err.message
+            : `QEMU did not connect: ${describe(err)}`,
+    );
+    // Unset: it failed, and #setUp said why.
+    if (qemu === undefined) return ExitStatus.USAGE;
     try {
       return await this.#session(`(pid ${qemu.child.pid})`);
     } finally {
@@ -455,6 +435,38 @@ class Shell {
         this.#note(`(QEMU exited with code ${exitCode})`);
       }
       await qemu.stop();
+    }
+  }
+
+  /**
+   * Run `set-up` (connecting, or starting QEMU) with a signal that Ctrl-C
+   * (SIGINT, the terminal is not raw yet) aborts. On failure, say why on
+   * stderr — `explain` gets the error, or `undefined` after a Ctrl-C — and
+   * drop the client.
+   *
+   * @returns whether it succeeded.
+   */
+  async #setUp(
+    setUp: (signal: AbortSignal) => Promise<void>,
+    explain: (err: unknown) => string,
+  ): Promise<boolean> {
+    const stop = new AbortController();
+    const onSignal = (): void => stop.abort(new Error("interrupted"));
+    process.once("SIGINT", onSignal);
+    try {
+      await setUp(stop.signal);
+      return true;
+    } catch (err) {
+      // After a ^C, start on a line of our own.
+      if (stop.signal.aborted && isTTY(this.#io.stderr)) this.#io.stderr.write("\n");
+      writeLine(
+        this.#io.stderr,
+        `qmp ${this.#command}: ${explain(stop.signal.aborted ? undefined : err)}`,
+      );
+      await this.#client.destroy();
+      return false;
+    } finally {
+      process.off("SIGINT", onSignal);
     }
   }
 
