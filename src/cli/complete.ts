@@ -4,7 +4,7 @@
 // completer, `[completions, completeOn]`, where every completion starts with
 // `completeOn` (readline inserts the rest, and adds no space of its own).
 
-import { closingQuote, dequote, isSpace, scanWord } from "./parse.js";
+import { closingQuote, dequote, scanWords } from "./parse.js";
 
 // ------------------------------------------------------------- the schema, indexed
 
@@ -118,18 +118,11 @@ interface ScannedLine {
  */
 function scanLine(line: string): ScannedLine {
   const words: string[] = [];
-  let i = 0;
-  while (i < line.length) {
-    if (isSpace(line[i]!)) {
-      i++;
-      continue;
-    }
-    const word = scanWord(line, i);
+  for (const word of scanWords(line, false)) {
     if (word.end >= line.length) {
-      return { words, current: line.slice(i), open: word.open !== undefined };
+      return { words, current: line.slice(word.start), open: word.open !== undefined };
     }
-    words.push(line.slice(i, word.end));
-    i = word.end;
+    words.push(line.slice(word.start, word.end));
   }
   return { words, current: "", open: false };
 }

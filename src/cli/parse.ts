@@ -278,25 +278,39 @@ export function parseValue(text: string): JsonValue {
  */
 export function tokenize(line: string): string[] {
   const words: string[] = [];
-  let i = 0;
-  while (i < line.length) {
-    if (isSpace(line[i]!)) {
-      i++;
-      continue;
-    }
-    // A JSON value whose brackets never close is not JSON: split it at spaces.
-    let word = scanWord(line, i, true);
-    if (word.open === "bracket") word = scanWord(line, i, false);
+  for (const word of scanWords(line, true)) {
     if (word.open === "quote") {
       const q = line[word.quote]!;
       throw new ShellSyntaxError(
         `Unterminated ${q === '"' ? "double" : "single"} quote in: ${line}`,
       );
     }
-    words.push(line.slice(i, word.end));
-    i = word.end;
+    words.push(line.slice(word.start, word.end));
   }
   return words;
+}
+
+/**
+ * The words of `line`, each with where it starts (see {@link scanWord}).
+ * With `splitOpen`, a JSON value whose brackets never close is not JSON and
+ * is split at spaces (as {@link tokenize} does); without, it runs to the end
+ * of the line and is reported open (as Tab completion wants).
+ */
+export function* scanWords(
+  line: string,
+  splitOpen: boolean,
+): Generator<ScannedWord & { start: number }> {
+  let i = 0;
+  while (i < line.length) {
+    if (isSpace(line[i]!)) {
+      i++;
+      continue;
+    }
+    let word = scanWord(line, i);
+    if (splitOpen && word.open === "bracket") word = scanWord(line, i, false);
+    yield { start: i, ...word };
+    i = word.end;
+  }
 }
 
 /** Where a word of a line ends, and whether the line ends inside it (see {@link scanWord}). */
@@ -402,7 +416,7 @@ export function dequote(text: string): string {
 }
 
 /** Whether `c` separates words (the whitespace Python's `str.split()` splits at). */
-export function isSpace(c: string): boolean {
+function isSpace(c: string): boolean {
   return c === " " || c === "\t" || c === "\n" || c === "\r" || c === "\f" || c === "\v";
 }
 
