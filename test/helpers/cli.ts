@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { TestContext } from "node:test";
+import { type CommandHandler, FakeQMPServer, type HandlerResult } from "../../src/testing/index.js";
 
 /** The repository root (this file runs from dist/test/helpers/). */
 export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -97,4 +98,41 @@ export function withoutSocket(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv 
   const env = { ...process.env, ...extra };
   if (!("QMP_SOCKET" in extra)) delete env["QMP_SOCKET"];
   return env;
+}
+
+/**
+ * A fake guest agent: no greeting, "\n" line ends, `guest-ping`, and
+ * `guest-info` listing `commands` (and those two) as supported.
+ */
+export function listenGuestAgent(commands: string[] = []): Promise<FakeQMPServer> {
+  const names = ["guest-ping", "guest-info", ...commands];
+  return FakeQMPServer.listen({
+    greeting: false,
+    lineEnding: "\n",
+    handlers: {
+      "guest-ping": () => ({ return: {} }),
+      "guest-info": () => ({
+        return: {
+          version: "9.2",
+          supported_commands: names.map((name) => ({ name, enabled: true })),
+        },
+      }),
+    },
+  });
+}
+
+/**
+ * A command handler that answers `reply` only once `release()` is called,
+ * like a stopped QEMU.
+ */
+export function heldReply(reply: HandlerResult): { handler: CommandHandler; release: () => void } {
+  let release: (() => void) | undefined;
+  const answered = new Promise<void>((resolve) => (release = resolve));
+  return {
+    handler: async () => {
+      await answered;
+      return reply;
+    },
+    release: () => release!(),
+  };
 }

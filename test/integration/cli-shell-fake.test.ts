@@ -10,7 +10,7 @@ import { QMPClient, Runstate } from "../../src/index.js";
 import { launchQemu } from "../../src/cli/launch.js";
 import { runShell } from "../../src/cli/shell.js";
 import { FakeQMPServer } from "../../src/testing/index.js";
-import { qmp } from "../helpers/cli.js";
+import { listenGuestAgent, qmp } from "../helpers/cli.js";
 import { tempDir } from "../helpers/qemu.js";
 
 const T = { timeout: 20_000 };
@@ -19,22 +19,7 @@ void test(
   "shell -N on a guest agent: nothing before the first command, replies printed",
   T,
   async (t) => {
-    await using server = await FakeQMPServer.listen({
-      greeting: false,
-      lineEnding: "\n",
-      handlers: {
-        "guest-ping": () => ({ return: {} }),
-        "guest-info": () => ({
-          return: {
-            version: "9.2",
-            supported_commands: [
-              { name: "guest-ping", enabled: true },
-              { name: "guest-info", enabled: true },
-            ],
-          },
-        }),
-      },
-    });
+    await using server = await listenGuestAgent();
     const r = await qmp(t, ["shell", "-N", server.address as string], {
       stdin: "guest-ping\nguest-sync id=7\n",
     });

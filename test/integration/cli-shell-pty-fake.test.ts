@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
 import { type FakePeer, FakeQMPServer } from "../../src/testing/index.js";
-import { QMP_BIN, ROOT, withoutSocket } from "../helpers/cli.js";
+import { QMP_BIN, ROOT, heldReply, listenGuestAgent, withoutSocket } from "../helpers/cli.js";
 import { type PtyProcess, spawnInPty } from "../helpers/pty.js";
 import { tempDir, withHomeDir } from "../helpers/qemu.js";
 
@@ -26,23 +26,7 @@ async function fakeShell(
 }
 
 void test("shell -N on a guest agent: Tab completes from guest-info", T, async (t) => {
-  await using server = await FakeQMPServer.listen({
-    greeting: false,
-    lineEnding: "\n",
-    handlers: {
-      "guest-ping": () => ({ return: {} }),
-      "guest-info": () => ({
-        return: {
-          version: "9.2",
-          supported_commands: [
-            { name: "guest-ping", enabled: true },
-            { name: "guest-info", enabled: true },
-            { name: "guest-exec", enabled: true },
-          ],
-        },
-      }),
-    },
-  });
+  await using server = await listenGuestAgent(["guest-exec"]);
   const pty = await fakeShell(t, server.address as string, { args: ["-N"] });
   // The command list comes from guest-info, asked for in the background.
   const peer = await server.peer();
@@ -62,14 +46,10 @@ void test(
   "shell: Ctrl-C while waiting for a reply gives the prompt back; the late reply is dropped",
   T,
   async (t) => {
-    let release: (() => void) | undefined;
+    const status = heldReply({ return: { status: "running", running: true } });
     await using server = await FakeQMPServer.listen({
       handlers: {
-        // Answers only when the test says so, like a stopped QEMU.
-        "query-status": () =>
-          new Promise((resolve) => {
-            release = () => resolve({ return: { status: "running", running: true } });
-          }),
+        "query-status": status.handler,
         "query-name": () => ({ return: { name: "vm1" } }),
       },
     });
@@ -79,7 +59,7 @@ void test(
     await waitForCommand(peer, "query-status");
     pty.write("\x03");
     await pty.waitFor(/^\^C \(the reply will be ignored\)\n\(QEMU\)$/m);
-    release!();
+    status.release();
     pty.write("query-name\r");
     await pty.waitFor(/^\{"return": \{"name": "vm1"\}\}\n\(QEMU\)$/m);
     assert.ok(!pty.screen.text().includes('"status"'), pty.screen.text());
@@ -102,13 +82,10 @@ void test(
   "keys typed while a command runs: kept, shown after the reply, cursor at their end",
   T,
   async (t) => {
-    let release: (() => void) | undefined;
+    const status = heldReply({ return: { status: "paused", running: false } });
     await using server = await FakeQMPServer.listen({
       handlers: {
-        "query-status": () =>
-          new Promise((resolve) => {
-            release = () => resolve({ return: { status: "paused", running: false } });
-          }),
+        "query-status": status.handler,
       },
     });
     const pty = await fakeShell(t, server.address as string);
@@ -116,7 +93,7 @@ void test(
     await waitForCommand(await server.peer(), "query-status");
     pty.write("query-na");
     await pty.waitFor(/^query-na$/m, { what: "the keys typed ahead, echoed" });
-    release!();
+    status.release();
     await pty.waitFor(
       /^\{"return": \{"status": "paused", "running": false\}\}\n\(QEMU\) query-na$/m,
     );
