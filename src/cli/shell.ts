@@ -344,8 +344,6 @@ class Shell {
   #ended: Promise<unknown> | undefined;
   /** The terminal is gone: nothing more is written to it. */
   #hungUp = false;
-  /** History lines that hold a secret: kept in memory, never written to the file. */
-  readonly #secretLines = new Set<string>();
   /** Lines read but not handled yet (typed ahead, or pasted): no prompt between them. */
   #queued = 0;
   /** The number of the line being handled (for messages when reading a pipe). */
@@ -952,10 +950,8 @@ class Shell {
     const path = this.#options.history;
     const newest = history[0];
     if (path === undefined || newest === undefined) return;
-    if (this.#holdsSecret(newest)) {
-      this.#secretLines.add(newest);
-      return;
-    }
+    // Kept in memory for this session (Up recalls it), never written.
+    if (this.#holdsSecret(newest)) return;
     try {
       appendFileSync(path, `${newest}\n`, { mode: 0o600 });
     } catch (err) {
