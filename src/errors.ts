@@ -15,7 +15,13 @@ export type QMPErrorCode =
   | MessageTooLargeError["code"]
   | DuplicateIdError["code"]
   | FdPassingError["code"]
-  | ProcessExitedError["code"];
+  | ProcessExitedError["code"]
+  | TransportErrorCode
+  | QueueFullError["code"]
+  | ConnectCancelledError["code"];
+
+/** Codes of {@link TransportError} and its subclasses. */
+export type TransportErrorCode = "QMP_ERR_TRANSPORT" | "QMP_ERR_ADDRESS_IN_USE";
 
 /** Codes of {@link ProtocolError} and its subclasses. */
 export type ProtocolErrorCode =
@@ -35,12 +41,12 @@ export type ProtocolErrorCode =
  * Branch on `instanceof` or on `code`, never on `message`.
  */
 export class QMPError extends Error {
+  override readonly name: string = "QMPError";
   /** A stable, machine-readable identifier of the error class. */
   readonly code: QMPErrorCode = "QMP_ERR_GENERIC";
 
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
-    this.name = new.target.name;
   }
 }
 
@@ -53,6 +59,7 @@ export class QMPError extends Error {
  * greeting or negotiation failed. `cause` holds the root error.
  */
 export class ConnectError extends QMPError {
+  override readonly name: string = "ConnectError";
   override readonly code = "QMP_ERR_CONNECT" as const;
   /** The phase message without the cause appended. */
   readonly errorMessage: string;
@@ -65,6 +72,7 @@ export class ConnectError extends QMPError {
 
 /** A method was called in a runstate that does not allow it. */
 export class StateError extends QMPError {
+  override readonly name: string = "StateError";
   override readonly code = "QMP_ERR_STATE" as const;
 
   constructor(
@@ -80,11 +88,13 @@ export class StateError extends QMPError {
 
 /** The peer broke the protocol. Fatal to the session unless stated otherwise. */
 export class ProtocolError extends QMPError {
+  override readonly name: string = "ProtocolError";
   override readonly code: ProtocolErrorCode = "QMP_ERR_PROTOCOL";
 }
 
 /** Inbound bytes were not valid JSON (or the stream ended inside a message). */
 export class DeserializationError extends ProtocolError {
+  override readonly name: string = "DeserializationError";
   override readonly code = "QMP_ERR_DESERIALIZATION" as const;
 
   constructor(
@@ -99,6 +109,7 @@ export class DeserializationError extends ProtocolError {
 
 /** Inbound JSON was valid but not an object. */
 export class UnexpectedTypeError extends ProtocolError {
+  override readonly name: string = "UnexpectedTypeError";
   override readonly code = "QMP_ERR_UNEXPECTED_TYPE" as const;
 
   constructor(
@@ -115,6 +126,7 @@ export class UnexpectedTypeError extends ProtocolError {
  * was pending: it could not parse something we sent. Fatal.
  */
 export class ServerParseError extends ProtocolError {
+  override readonly name: string = "ServerParseError";
   override readonly code = "QMP_ERR_SERVER_PARSE" as const;
 
   constructor(
@@ -132,6 +144,7 @@ export class ServerParseError extends ProtocolError {
  * it answers fails; the session goes on.
  */
 export class BadReplyError extends ProtocolError {
+  override readonly name: string = "BadReplyError";
   override readonly code = "QMP_ERR_BAD_REPLY" as const;
 
   constructor(
@@ -147,6 +160,7 @@ export class BadReplyError extends ProtocolError {
 
 /** The greeting was missing or malformed (cause of a {@link ConnectError}). */
 export class GreetingError extends ProtocolError {
+  override readonly name: string = "GreetingError";
   override readonly code = "QMP_ERR_GREETING" as const;
 
   constructor(
@@ -160,6 +174,7 @@ export class GreetingError extends ProtocolError {
 
 /** `qmp_capabilities` failed (cause of a {@link ConnectError}). */
 export class NegotiationError extends ProtocolError {
+  override readonly name: string = "NegotiationError";
   override readonly code = "QMP_ERR_NEGOTIATION" as const;
 
   constructor(
@@ -176,6 +191,7 @@ export class NegotiationError extends ProtocolError {
  * This is an answer, not a failure of the session: the client stays usable.
  */
 export class ExecuteError extends QMPError {
+  override readonly name: string = "ExecuteError";
   override readonly code = "QMP_ERR_EXECUTE" as const;
   /** QEMU's error class, e.g. `GenericError`, `CommandNotFound`. */
   readonly errorClass: string;
@@ -199,16 +215,19 @@ export class ExecuteError extends QMPError {
  * may not have run. `cause` is the error that ended the session, if any.
  */
 export class ExecInterruptedError extends QMPError {
+  override readonly name: string = "ExecInterruptedError";
   override readonly code = "QMP_ERR_EXEC_INTERRUPTED" as const;
 }
 
 /** The session ended while waiting for an event (`EventListener.get`, `waitEvent`). */
 export class SessionEndedError extends QMPError {
+  override readonly name: string = "SessionEndedError";
   override readonly code = "QMP_ERR_SESSION_ENDED" as const;
 }
 
 /** Misuse of event listeners, or an `overflow: "error"` listener that overflowed. */
 export class ListenerError extends QMPError {
+  override readonly name: string = "ListenerError";
   override readonly code = "QMP_ERR_LISTENER" as const;
 }
 
@@ -217,6 +236,7 @@ export class ListenerError extends QMPError {
  * only the command it answers fails and the session goes on.
  */
 export class MessageTooLargeError extends QMPError {
+  override readonly name: string = "MessageTooLargeError";
   override readonly code = "QMP_ERR_MESSAGE_TOO_LARGE" as const;
 
   constructor(
@@ -234,6 +254,7 @@ export class MessageTooLargeError extends QMPError {
 
 /** A caller-chosen command id is already in use by a pending command. */
 export class DuplicateIdError extends QMPError {
+  override readonly name: string = "DuplicateIdError";
   override readonly code = "QMP_ERR_DUPLICATE_ID" as const;
 }
 
@@ -245,7 +266,59 @@ export class DuplicateIdError extends QMPError {
  * session goes on.
  */
 export class FdPassingError extends QMPError {
+  override readonly name: string = "FdPassingError";
   override readonly code = "QMP_ERR_FD_PASSING" as const;
+}
+
+/**
+ * A transport could not be used: a stream handed to `connect()` that is
+ * already destroyed, a listener closed before its peer came, and the like.
+ * System errors of the socket itself (`ECONNREFUSED`, `ENOENT`, …) are not
+ * wrapped in this: they are the `cause` of the {@link ConnectError}.
+ */
+export class TransportError extends QMPError {
+  override readonly name: string = "TransportError";
+  override readonly code: TransportErrorCode = "QMP_ERR_TRANSPORT";
+}
+
+/**
+ * `startServer()` cannot listen where it was told: a live listener owns the
+ * UNIX socket path or the TCP port, or a file that is not a socket is in the
+ * way (it is never deleted). The cause of a {@link ConnectError}.
+ */
+export class AddressInUseError extends TransportError {
+  override readonly name: string = "AddressInUseError";
+  override readonly code = "QMP_ERR_ADDRESS_IN_USE" as const;
+
+  constructor(
+    message: string,
+    /** The path or `host:port` that is in use. */
+    readonly address: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * The outbound queue holds `maxQueuedMessages` messages that the socket has
+ * not taken yet (the peer reads slower than we send): this call was refused
+ * before anything was queued or sent. The session goes on; try again once
+ * earlier calls have completed.
+ */
+export class QueueFullError extends QMPError {
+  override readonly name: string = "QueueFullError";
+  override readonly code = "QMP_ERR_QUEUE_FULL" as const;
+}
+
+/**
+ * `disconnect()` or `destroy()` was called while `connect()`, `accept()` or
+ * `startServer()` was still in progress: the cause of the
+ * {@link ConnectError} that attempt rejects with.
+ */
+export class ConnectCancelledError extends QMPError {
+  override readonly name: string = "ConnectCancelledError";
+  override readonly code = "QMP_ERR_CONNECT_CANCELLED" as const;
 }
 
 /** How a watched process ended, as {@link ProcessExitedError} reports it. */
@@ -268,6 +341,7 @@ export interface ProcessExit {
  * status and the last stderr lines, which usually say what was wrong.
  */
 export class ProcessExitedError extends QMPError {
+  override readonly name: string = "ProcessExitedError";
   override readonly code = "QMP_ERR_PROCESS_EXITED" as const;
   /** The process id, when known. */
   readonly pid: number | undefined;

@@ -43,7 +43,12 @@ export {
   DuplicateIdError,
   FdPassingError,
   ProcessExitedError,
+  TransportError,
+  AddressInUseError,
+  QueueFullError,
+  ConnectCancelledError,
   type ProcessExit,
+  type TransportErrorCode,
   type QMPErrorCode,
   type ProtocolErrorCode,
 } from "./errors.js";
