@@ -2,7 +2,7 @@
 
 import { ListenerError, SessionEndedError } from "./errors.js";
 import type { QMPEvent } from "./message.js";
-import { type CallOptions, deadline, raceSignal } from "./util.js";
+import { type CallOptions, checkCallOptions, deadline, raceSignal } from "./util.js";
 
 /** What a full listener does with one more event. */
 export type OverflowPolicy = "drop-oldest" | "drop-newest" | "error";
@@ -127,11 +127,13 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
     return this.pending === 0;
   }
 
-  /** Remove and return every waiting event. */
+  /** Remove and return every waiting event; an overflow not yet reported by `get()` is forgotten. */
   clear(): QMPEvent[] {
     const events = this.#queue.slice(this.#head);
     this.#queue = [];
     this.#head = 0;
+    // What overflowed is gone with the rest: the next get() has nothing to report.
+    this.#overflowed = false;
     return events;
   }
 
@@ -173,6 +175,7 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
   }
 
   #next(options: CallOptions): Promise<QMPEvent | typeof END> {
+    checkCallOptions(options);
     if (this.#overflowed) {
       this.#overflowed = false;
       return Promise.reject(
@@ -188,7 +191,10 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
       this.#waiters.push(waiter);
     });
     if (signal === undefined && timeout === undefined) return promise;
-    const d = deadline(options);
+    const names = this.names;
+    const what =
+      names === undefined ? "waiting for an event" : `waiting for ${[...names].join(" or ")}`;
+    const d = deadline(options, what);
     return raceSignal(promise, d.signal, () => {
       const i = this.#waiters.indexOf(waiter);
       if (i !== -1) this.#waiters.splice(i, 1);

@@ -8,11 +8,19 @@ import { channel } from "node:diagnostics_channel";
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { inspect } from "node:util";
-import { ConnectError, QMPError, SessionEndedError, StateError, describe } from "./errors.js";
-import { fdPassingTarget, loadFdSender, sendFdsOn } from "./fd-passing.js";
-import { DEFAULT_MAX_MESSAGE_SIZE, type Frame, JsonObjectScanner } from "./framing.js";
+import {
+  ConnectCancelledError,
+  ConnectError,
+  QueueFullError,
+  SessionEndedError,
+  StateError,
+  describe,
+} from "./errors.js";
+import { fdPassingTarget } from "./fd-passing.js";
+import { DEFAULT_MAX_MESSAGE_SIZE, type Frame } from "./framing.js";
 import { type RetryOptions, openWithRetry, retryPolicy } from "./retry.js";
-import { Runstate } from "./runstate.js";
+import { Runstate, checkTransition } from "./runstate.js";
+import { Session } from "./session.js";
 import {
   type InetAddress,
   Listener,
@@ -31,10 +39,15 @@ import {
   deadline,
   debugEnabled,
   debugLogger,
+  checkCallOptions,
+  checkTimeout,
   deferred,
   raceSignal,
+  timeoutError,
   traceText,
+  typeName,
 } from "./util.js";
+import type { OutboundRequest, Ticket } from "./writer.js";
 
 /** `diagnostics_channel` for every message sent: `{ client, name, message }`. */
 export const sendChannel = channel("qmp:message:send");
@@ -57,10 +70,24 @@ export interface ProtocolOptions {
   /** Largest inbound message in bytes (default 10 MiB; `Infinity` for no limit). */
   maxMessageSize?: number | undefined;
   /**
-   * Milliseconds `disconnect()` waits for queued messages to be flushed before
-   * it cuts the connection (default 5000).
+   * Milliseconds `disconnect()` may spend writing out queued messages and
+   * closing before it cuts the connection (default 5000). One deadline for
+   * the whole graceful teardown.
    */
   disconnectTimeout?: number | undefined;
+  /**
+   * Default timeout in milliseconds of every call that gives none:
+   * `connect`, `accept`, `startServer`, and the client's calls (`execute`,
+   * `raw`, `waitEvent`, …). Default: none.
+   */
+  timeout?: number | undefined;
+  /**
+   * Most messages queued for the socket and not yet taken by it (default
+   * 65 536). Past it, a call is refused with a `QueueFullError` before
+   * anything is sent. Queued messages stay objects until written, so the
+   * bytes in memory are bounded by the socket's buffer, not by this.
+   */
+  maxQueuedMessages?: number | undefined;
 }
 
 /** Options of `connect()`. */
@@ -93,73 +120,52 @@ export interface ProtocolEvents {
   runstate: [state: Runstate, previous: Runstate];
 }
 
-interface QueuedWrite {
-  data: string;
-  /** File descriptors to pass (SCM_RIGHTS) right before `data`. */
-  fds?: readonly number[] | undefined;
-  /** What the fds wait for besides the bytes before them (see {@link Protocol.send}). */
-  fence?: Promise<unknown> | undefined;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
-
-/** The reason a connect attempt was cut short by `disconnect()` or `destroy()`. */
-class AttemptCancelled extends QMPError {}
+/** Default of {@link ProtocolOptions.maxQueuedMessages}. */
+export const DEFAULT_MAX_QUEUED_MESSAGES = 65_536;
 
 /**
- * Base class of the protocol clients: owns the connection, its runstate, the
- * framing and the single reader and writer. Generic over the message type it
- * sends.
+ * Base class of the protocol clients: owns the runstate and the current
+ * {@link Session} (its stream, reader and writer), and orchestrates connect,
+ * accept and teardown. Generic over the message type it sends.
  */
 export abstract class Protocol<TMessage extends object> extends EventEmitter<ProtocolEvents> {
   /** The name given in the options, if any. */
   readonly name: string | undefined;
   /** The logger in use. */
   readonly logger: Logger;
+  /** The default `timeout` of every call that gives none (`undefined`: none). */
+  protected readonly defaultTimeout: number | undefined;
   readonly #trace: boolean;
-  readonly #maxMessageSize: number;
+  readonly #limits: { maxMessageSize: number; maxQueuedMessages: number };
   readonly #disconnectTimeout: number;
 
   #runstate: Runstate = Runstate.IDLE;
   #runstateWaiter = deferred<Runstate>();
-  #stream: Duplex | undefined;
+  #session: Session<TMessage> | undefined;
   #listener: Listener | undefined;
-  /** Stops reading the current stream (keeps a no-op error handler on it). */
-  #detachReader: (() => void) | undefined;
-  /** Set while a connect/accept attempt is in progress; aborted by disconnect(). */
+  /** The connect/accept/startServer attempt in progress; `disconnect()` cancels it. */
   #attempt: AbortController | undefined;
-  /** Rejects when the current session ends: with the root cause, or SessionEndedError. */
-  #sessionEnd = deferred<never>();
-  #sessionOpen = false;
-  /** The first error from the reader or writer: the root cause `disconnect()` reports. */
-  #error: unknown;
+  /** The teardown in progress (`disconnect()`, `destroy()`, a failed attempt). */
   #teardown: Promise<void> | undefined;
-  #queue: QueuedWrite[] = [];
-  #blocked = false;
-  /** The fd-carrying write in progress: the writer holds everything behind it until it is done. */
-  #fdWrite: { item: QueuedWrite; done: Promise<void> } | undefined;
-  /** Set while waiting for the stream to hand every byte to the kernel (writableLength 0). */
-  #flushWaiter: (() => void) | undefined;
-  /** `disconnect()` is writing the queue out itself: the pump stays out of its way. */
-  #flushing = false;
-  /** Write callback: wakes an fd write waiting for the bytes before it to leave. */
-  readonly #afterWrite = (): void => {
-    if (this.#flushWaiter !== undefined && (this.#stream?.writableLength ?? 0) === 0) {
-      const wake = this.#flushWaiter;
-      this.#flushWaiter = undefined;
-      wake();
-    }
-  };
+  /** Cuts a graceful teardown short (`destroy()`). */
+  #stopFlush: AbortController | undefined;
 
+  /**
+   * @throws {TypeError} {RangeError} for options of the wrong type or range.
+   */
   constructor(options: ProtocolOptions = {}) {
     super();
+    checkProtocolOptions(options);
     this.name = options.name;
     this.logger = options.logger ?? debugLogger;
     this.#trace = options.trace ?? debugEnabled();
-    this.#maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    this.defaultTimeout = options.timeout;
+    this.#limits = {
+      maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE,
+      maxQueuedMessages: options.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES,
+    };
     this.#disconnectTimeout = options.disconnectTimeout ?? 5000;
-    // Nobody awaits this between sessions; never let it be unhandled.
-    this.#sessionEnd.promise.catch(() => {});
+    // Nobody awaits this between transitions; never let it be unhandled.
     this.#runstateWaiter.promise.catch(() => {});
   }
 
@@ -183,49 +189,57 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
 
   /** The byte stream of the current session, if any. */
   protected get stream(): Duplex | undefined {
-    return this.#stream;
+    return this.#session?.stream;
   }
 
   // ---------------------------------------------------------------- public API
 
   /**
    * Connect to a server and establish a session. Requires `IDLE`; ends in
-   * `RUNNING`. On any failure the runstate is back to `IDLE`.
+   * `RUNNING`. On any failure the runstate is back to `IDLE`. Without a
+   * `timeout`, the client's `timeout` option applies.
    *
    * @param address a UNIX socket path, `{ path }`, `{ host, port }`, or an
    *   already-connected socket or `Duplex`.
    * @throws {StateError} when not `IDLE`.
-   * @throws {TypeError} for `tls` on anything but a TCP address, `retry` with
-   *   a stream, or a bad `retry.process`.
-   * @throws {RangeError} for bad `retry` numbers.
+   * @throws {TypeError} for an address or options of the wrong type, `tls`
+   *   on anything but a TCP address, `retry` with a stream, or a bad
+   *   `retry.process`. Nothing has changed then.
+   * @throws {RangeError} for a negative `timeout` or bad `retry` numbers.
    * @throws {ConnectError} "Failed to establish connection" (transport, TLS
    *   included) or "Failed to establish session" (greeting, negotiation);
    *   `cause` is the root error (for TLS, Node's error with its `code`, e.g.
    *   `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`).
    *   With `retry`, the last attempt's error, or a `ProcessExitedError` once
-   *   the watched process has exited.
-   * @throws the `signal`'s reason, unwrapped, on abort or timeout.
+   *   the watched process has exited. A {@link ConnectCancelledError} cause
+   *   when `disconnect()` or `destroy()` cut it short.
+   * @throws the `signal`'s reason, unwrapped, on abort; a `TimeoutError`
+   *   `DOMException` on timeout.
    */
   async connect(address: SocketAddress, options: ConnectOptions = {}): Promise<void> {
+    // Prepare: check everything before anything changes.
     this.#require(Runstate.IDLE);
+    checkAddress(address);
+    checkCallOptions(options);
     const tlsOptions = options.tls || undefined;
     if (tlsOptions !== undefined) checkTlsAddress(address);
     const retry = options.retry ? retryPolicy(options.retry, address) : undefined;
+    // Commit.
     const attempt = this.#beginAttempt();
-    const { signal, dispose } = deadline(options, attempt.signal);
+    const { signal, dispose } = deadline(this.#timed(options), "connect()", attempt.signal);
     try {
       this.#setState(Runstate.CONNECTING);
       this.logger.debug(`${this.#tag}Connecting to ${formatAddress(address)} ...`);
       const open = (s: AbortSignal): Promise<Duplex> => openStream(address, s, tlsOptions);
-      const stream = await this.#guard("Failed to establish connection", signal, () =>
+      const stream = await this.#guard(attempt, "Failed to establish connection", signal, () =>
         retry === undefined
           ? open(signal)
           : openWithRetry(retry, signal, open, (m) => this.logger.debug(`${this.#tag}${m}`)),
       );
-      await this.#establish(stream, signal);
+      await this.#establish(attempt, stream, signal);
     } finally {
       dispose();
-      this.#attempt = undefined;
+      this.#endAttempt(attempt);
     }
   }
 
@@ -235,7 +249,8 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * `mode`) with no window in which others can connect.
    *
    * @throws {StateError} when not `IDLE`.
-   * @throws {TypeError} for `tls` on anything but a TCP address.
+   * @throws {TypeError} for `tls` on anything but a TCP address, or options
+   *   of the wrong type (nothing has changed then).
    * @throws {ConnectError} "Failed to establish connection" when the address
    *   cannot be bound (in use, a non-socket file in the way, …) or the TLS
    *   options are unusable.
@@ -245,60 +260,78 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     options: StartServerOptions = {},
   ): Promise<void> {
     this.#require(Runstate.IDLE);
+    checkAddress(address);
+    checkCallOptions(options);
     if (options.tls !== undefined) checkTlsAddress(address);
     const attempt = this.#beginAttempt();
-    const { signal, dispose } = deadline(options, attempt.signal);
+    const { signal, dispose } = deadline(this.#timed(options), "startServer()", attempt.signal);
     try {
       this.#setState(Runstate.CONNECTING);
       this.logger.debug(`${this.#tag}Listening on ${formatAddress(address)} ...`);
       const listenOptions: ListenOptions = options.mode !== undefined ? { mode: options.mode } : {};
       if (options.tls !== undefined) listenOptions.tls = options.tls;
       const listening = Listener.listen(address, listenOptions);
-      this.#listener = await this.#guard("Failed to establish connection", signal, async () => {
-        try {
-          return await raceSignal(listening, signal);
-        } catch (err) {
-          // Cut short while binding: let the bind settle and undo it, so that
-          // nothing is left listening (or on disk) once this rejects.
-          if (signal.aborted) (await listening.catch(() => undefined))?.close();
-          throw err;
-        }
+      const listener = await this.#guard(attempt, "Failed to establish connection", signal, () =>
+        raceSignal(listening, signal),
+      ).catch(async (err: unknown) => {
+        // Cut short while binding: let the bind settle and undo it, so that
+        // nothing is left listening (or on disk) once this rejects.
+        (await listening.catch(() => undefined))?.close();
+        throw err;
       });
+      this.#listener = listener;
     } finally {
       dispose();
-      this.#attempt = undefined;
+      this.#endAttempt(attempt);
     }
   }
 
   /**
    * Wait for the peer announced by {@link startServer} and establish the
-   * session. Requires `CONNECTING`; ends in `RUNNING`. The listener stops after
-   * the first peer; any other connection is closed.
+   * session. Requires `CONNECTING` after `startServer()`; ends in `RUNNING`.
+   * The listener stops after the first peer; any other connection is closed.
    *
-   * @throws {StateError} when not `CONNECTING`.
-   * @throws {QMPError} when `startServer()` was not called first.
+   * @throws {StateError} when not `CONNECTING`, when `startServer()` was not
+   *   called first (a `connect()` is in progress), or when another
+   *   `accept()` is in progress.
+   * @throws {TypeError} {RangeError} for options of the wrong type or range
+   *   (nothing has changed then).
    * @throws {ConnectError} as for {@link connect}.
    * @throws the `signal`'s reason, unwrapped, on abort or timeout (back to `IDLE`).
    */
   async accept(options: AcceptOptions = {}): Promise<void> {
     this.#require(Runstate.CONNECTING);
     const listener = this.#listener;
-    if (listener === undefined) throw new QMPError("Cannot call accept() before startServer().");
-    if (this.#attempt !== undefined) throw new QMPError("accept() is already in progress.");
+    const cls = this.constructor.name;
+    if (listener === undefined) {
+      throw new StateError(
+        `${cls} is connecting with connect(): accept() needs startServer() first.`,
+        Runstate.CONNECTING,
+        Runstate.CONNECTING,
+      );
+    }
+    if (this.#attempt !== undefined) {
+      throw new StateError(
+        `${cls} is already accepting: accept() is in progress.`,
+        Runstate.CONNECTING,
+        Runstate.CONNECTING,
+      );
+    }
+    checkCallOptions(options);
     const attempt = this.#beginAttempt();
-    const { signal, dispose } = deadline(options, attempt.signal);
+    const { signal, dispose } = deadline(this.#timed(options), "accept()", attempt.signal);
     try {
       this.logger.debug(`${this.#tag}Awaiting connection ...`);
-      const stream = await this.#guard("Failed to establish connection", signal, () =>
+      const stream = await this.#guard(attempt, "Failed to establish connection", signal, () =>
         listener.accept(signal),
       );
       listener.close({ keepPeer: true });
-      this.#listener = undefined;
+      if (this.#listener === listener) this.#listener = undefined;
       this.logger.debug(`${this.#tag}Connection accepted.`);
-      await this.#establish(stream, signal);
+      await this.#establish(attempt, stream, signal);
     } finally {
       dispose();
-      this.#attempt = undefined;
+      this.#endAttempt(attempt);
     }
   }
 
@@ -311,20 +344,23 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     address: string | UnixAddress | InetAddress,
     options: StartServerOptions = {},
   ): Promise<void> {
-    const { signal, dispose } = deadline(options);
+    checkCallOptions(options);
+    const { signal, dispose } = deadline(this.#timed(options), "startServerAndAccept()");
     try {
       const { timeout: _t, signal: _s, ...rest } = options;
-      await this.startServer(address, { ...rest, signal });
-      await this.accept({ signal });
+      await this.startServer(address, { ...rest, signal, timeout: Infinity });
+      await this.accept({ signal, timeout: Infinity });
     } finally {
       dispose();
     }
   }
 
   /**
-   * End the session and return to `IDLE`, from any state. On a healthy
-   * session, queued messages are flushed first. Pending calls reject with
-   * `ExecInterruptedError`. Calling it again, or while idle, is harmless.
+   * End the session and return to `IDLE`, from any state. Pending calls
+   * reject with `ExecInterruptedError` at once; then, on a healthy session,
+   * queued messages are written out and the connection half-closed, all
+   * within `disconnectTimeout` (then it is cut). A connect or accept in
+   * progress is cancelled. Calling it again, or while idle, is harmless.
    *
    * @throws the first error that broke the session in the background (the
    *   root cause: a reset, a protocol error, …), once; the runstate is `IDLE`
@@ -333,20 +369,19 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   disconnect(): Promise<void> {
     if (this.#teardown !== undefined) return this.#teardown;
     if (this.#runstate === Runstate.IDLE) return Promise.resolve();
-    this.#teardown = this.#disconnect(true).finally(() => {
-      this.#teardown = undefined;
-    });
-    return this.#teardown;
+    return this.#startTeardown(true);
   }
 
   /**
-   * Tear the connection down at once, without flushing, and return to `IDLE`.
-   * Never rejects; a background error is logged and forgotten.
+   * Tear the connection down at once, without flushing, and return to `IDLE`;
+   * a `disconnect()` under way stops waiting too. Never rejects; a
+   * background error is logged and forgotten.
    */
   async destroy(): Promise<void> {
-    this.#stream?.destroy();
+    this.#stopFlush?.abort(new SessionEndedError("destroy() was called"));
+    this.#session?.destroy();
     try {
-      await (this.#teardown ?? this.#disconnect(false));
+      await (this.#teardown ?? this.#startTeardown(false));
     } catch (err) {
       this.logger.debug(`${this.#tag}destroy(): dropping error ${describe(err)}`);
     }
@@ -385,11 +420,11 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   protected abstract handleOversize(size: number, limit: number, id: unknown): void;
 
   /**
-   * The session is over (called once per session, before the runstate
-   * leaves `RUNNING`/`CONNECTING`). `cause` is the error that ended it, or
-   * undefined for a clean end.
+   * The session is over (called once per session, after the runstate left
+   * `RUNNING`). `cause` is the error that ended it, or undefined for a
+   * clean end; `reason` is what to fail waiting calls with.
    */
-  protected abstract sessionEnded(cause: unknown): void;
+  protected abstract sessionEnded(cause: unknown, reason: Error): void;
 
   /**
    * Whether the peer is expected to go away now (e.g. after `quit`), so that
@@ -405,44 +440,52 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   }
 
   /**
-   * Queue `message` for the writer. Resolves when the socket has taken it;
-   * while the socket's buffer is full, senders wait (backpressure).
-   * Messages are written in call order.
-   *
-   * With `fds`, the writer passes them (SCM_RIGHTS) right before the
-   * message: once `fence` has settled and every byte queued before them has
-   * been handed to the kernel, in one `sendmsg` on a single space byte.
-   * Everything queued after waits meanwhile, so nothing overtakes. When
-   * they cannot be passed, this rejects with an `FdPassingError` and the
-   * message is not written; the session goes on.
-   *
-   * @throws the error that ended the session, if it ends first.
+   * @throws {SessionEndedError} when there is no session to send on.
+   * @throws {QueueFullError} when `maxQueuedMessages` messages wait already.
    */
-  protected send(
-    message: TMessage,
-    fds?: readonly number[],
-    fence?: Promise<unknown>,
-  ): Promise<void> {
-    if (!this.#sessionOpen) return Promise.reject(new SessionEndedError("The session is over"));
-    const data = this.serialize(message);
-    if (this.#trace) {
-      const with_ = fds !== undefined ? ` (with fds ${fds.join(", ")})` : "";
-      this.logger.debug(`${this.#tag}--> ${traceText(message)}${with_}`);
+  protected checkSend(): void {
+    const session = this.#session;
+    if (session === undefined || !session.open) {
+      throw new SessionEndedError("The session is over");
     }
-    if (sendChannel.hasSubscribers) sendChannel.publish({ client: this, name: this.name, message });
-    return this.#enqueue(data, fds, fence);
+    if (session.writer.full) {
+      throw new QueueFullError(
+        `${this.#limits.maxQueuedMessages} messages are waiting for the socket ` +
+          "(the peer reads slower than we send); raise maxQueuedMessages, or wait for replies",
+      );
+    }
   }
 
   /**
-   * Queue `fds` for the writer alone (no message after them). They go out in
-   * order with the messages, as {@link send} describes.
+   * Queue `request` for the writer: messages (and fds) go out in call order,
+   * serialized only when the writer gets to them; `request.writing()` is
+   * called as that happens, `request.failed()` if it never does. With fds,
+   * the writer passes them (SCM_RIGHTS, one `sendmsg` on a single space
+   * byte) once `fence` has settled and every byte before them has reached
+   * the kernel, holding what comes after.
    *
-   * @throws {FdPassingError} (rejects) when they cannot be passed.
+   * @throws as {@link checkSend}.
    */
-  protected sendFds(fds: readonly number[], fence?: Promise<unknown>): Promise<void> {
-    if (!this.#sessionOpen) return Promise.reject(new SessionEndedError("The session is over"));
-    if (this.#trace) this.logger.debug(`${this.#tag}--> (fds ${fds.join(", ")})`);
-    return this.#enqueue("", fds, fence);
+  protected send(request: OutboundRequest<TMessage>): Ticket {
+    this.checkSend();
+    return this.#session!.writer.enqueue(request);
+  }
+
+  /**
+   * Queue `message` alone (no fds, no reply expected) and resolve once the
+   * writer writes it. For subclasses that need no more than that.
+   *
+   * @throws as {@link checkSend} (as a rejection).
+   */
+  protected sendMessage(message: TMessage): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.send({ message, fds: undefined, fence: undefined, writing: resolve, failed: reject });
+    });
+  }
+
+  /** Take a request out of the writer's queue if it was not written yet. */
+  protected cancelSend(ticket: Ticket): boolean {
+    return this.#session?.writer.cancel(ticket) ?? false;
   }
 
   /**
@@ -451,18 +494,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    *   the native module loads is only known when the writer gets to the fds.
    */
   protected checkFdPassing(): void {
-    fdPassingTarget(this.#stream);
-  }
-
-  #enqueue(
-    data: string,
-    fds: readonly number[] | undefined,
-    fence: Promise<unknown> | undefined,
-  ): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ data, fds, fence, resolve, reject });
-      if (!this.#blocked) this.#pump();
-    });
+    fdPassingTarget(this.#session?.stream);
   }
 
   /**
@@ -470,12 +502,19 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * that ended it (a `SessionEndedError` on a clean end of stream).
    */
   protected untilSessionEnd<T>(promise: Promise<T>): Promise<T> {
-    return Promise.race([promise, this.#sessionEnd.promise]);
+    const session = this.#session;
+    if (session === undefined) return Promise.reject(new SessionEndedError("The session is over"));
+    return Promise.race([promise, session.ended]);
   }
 
   /** End the session because of `err` (a fatal protocol error found by the subclass). */
   protected fail(err: unknown): void {
-    this.#endSession(err);
+    this.#session?.end(err);
+  }
+
+  /** @throws {StateError} unless `RUNNING`. For subclasses' public methods. */
+  protected requireRunning(): void {
+    this.#require(Runstate.RUNNING);
   }
 
   /** Prefix of log lines. */
@@ -498,9 +537,10 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     throw new StateError(message, state, required);
   }
 
-  /** @throws {StateError} unless `RUNNING`. For subclasses' public methods. */
-  protected requireRunning(): void {
-    this.#require(Runstate.RUNNING);
+  /** The call's options, with the client's default timeout when it gives none. */
+  #timed<O extends CallOptions>(options: O): CallOptions {
+    const timeout = options.timeout ?? this.defaultTimeout;
+    return timeout === undefined ? options : { signal: options.signal, timeout };
   }
 
   #beginAttempt(): AbortController {
@@ -509,9 +549,15 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     return attempt;
   }
 
+  #endAttempt(attempt: AbortController): void {
+    if (this.#attempt === attempt) this.#attempt = undefined;
+  }
+
+  /** The one place the runstate changes; the transition table is enforced here. */
   #setState(state: Runstate): void {
     const previous = this.#runstate;
     if (state === previous) return;
+    checkTransition(previous, state);
     this.logger.debug(`${this.#tag}Transitioning from '${previous}' to '${state}'.`);
     this.#runstate = state;
     const waiter = this.#runstateWaiter;
@@ -529,10 +575,12 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   }
 
   /**
-   * Run one step of connecting. On failure: back to IDLE, then reject with the
-   * user's abort reason if their signal fired, else a ConnectError.
+   * Run one step of an attempt. On failure: back to IDLE (unless a newer
+   * attempt runs by now), then reject with the caller's abort or timeout
+   * reason if their signal fired, else a ConnectError.
    */
   async #guard<T>(
+    attempt: AbortController,
     phase: string,
     signal: AbortSignal,
     step: () => Promise<T>,
@@ -542,11 +590,16 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
       return await step();
     } catch (err) {
       this.logger.debug(`${this.#tag}${phase}: ${describe(err)}`);
-      await this.#disconnect(false).catch(() => {});
-      // An abort or timeout from the caller surfaces unwrapped; ours
-      // (disconnect() during connect) and real failures are ConnectErrors.
-      if (signal.aborted && !(signal.reason instanceof AttemptCancelled)) {
-        throw signal.reason as Error;
+      // Read before our own teardown, which cancels the attempt too.
+      const aborted = signal.aborted;
+      const reason: unknown = signal.reason;
+      if (this.#attempt === attempt) {
+        await (this.#teardown ?? this.#startTeardown(false)).catch(() => {});
+      }
+      if (aborted) {
+        // Ours (disconnect() during connect) is a ConnectError; the caller's surfaces unwrapped.
+        if (reason instanceof ConnectCancelledError) throw new ConnectError(phase, reason);
+        throw reason as Error;
       }
       // A TLS failure that shows only once the session starts is still the transport's.
       const tlsError = transportFailure?.(err);
@@ -557,70 +610,63 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     }
   }
 
-  async #establish(stream: Duplex, signal: AbortSignal): Promise<void> {
-    this.#attach(stream);
+  async #establish(attempt: AbortController, stream: Duplex, signal: AbortSignal): Promise<void> {
+    const session = this.#attach(stream);
     await this.#guard(
+      attempt,
       "Failed to establish session",
       signal,
-      () => raceSignal(this.untilSessionEnd(this.establishSession(signal)), signal),
+      async () => {
+        await raceSignal(Promise.race([this.establishSession(signal), session.ended]), signal);
+        // Whatever came between the session being set up and now (a
+        // disconnect(), the peer leaving) wins over RUNNING.
+        signal.throwIfAborted();
+        if (!session.open) throw toError(session.error ?? new SessionEndedError("The peer left"));
+        this.#setState(Runstate.RUNNING);
+      },
       tlsSessionFailure(stream),
     );
-    this.#setState(Runstate.RUNNING);
   }
 
-  #attach(stream: Duplex): void {
-    this.#stream = stream;
-    this.#sessionEnd = deferred<never>();
-    this.#sessionEnd.promise.catch(() => {});
-    this.#sessionOpen = true;
-    this.#error = undefined;
-    const scanner = new JsonObjectScanner({ maxMessageSize: this.#maxMessageSize });
-    const sink = (frame: Frame): void => this.#dispatch(frame);
-    const onData = (chunk: Buffer): void => {
-      try {
-        scanner.push(chunk, sink);
-      } catch (err) {
-        this.#endSession(err);
-      }
-    };
-    // A clean end of stream is one at a message boundary.
-    const onEnd = (): void => {
-      try {
-        scanner.end(sink);
-        this.#endSession(undefined);
-      } catch (err) {
-        this.#endSession(err);
-      }
-    };
-    const onError = (err: Error): void => this.#endSession(err);
-    const onClose = onEnd;
-    const onDrain = (): void => {
-      this.#blocked = false;
-      this.#pump();
-    };
-    stream.on("data", onData);
-    stream.on("end", onEnd);
-    stream.on("error", onError);
-    stream.on("close", onClose);
-    stream.on("drain", onDrain);
-    this.#detachReader = () => {
-      stream.off("data", onData);
-      stream.off("end", onEnd);
-      stream.off("close", onClose);
-      stream.off("drain", onDrain);
-      // Keep an error handler: a late 'error' must never crash the process.
-      stream.off("error", onError);
-      stream.on("error", () => {});
-    };
+  #attach(stream: Duplex): Session<TMessage> {
+    const session = new Session<TMessage>(stream, this.#limits, {
+      frame: (frame) => this.#dispatch(frame),
+      ended: (error, reason) => {
+        if (error !== undefined)
+          this.logger.error(`${this.#tag}Session failed: ${describe(error)}`);
+        if (this.#runstate === Runstate.RUNNING) this.#setState(Runstate.DISCONNECTING);
+        this.sessionEnded(error, reason);
+      },
+      mayVanish: () => {
+        const vanish = this.peerMayVanish();
+        if (vanish) this.logger.debug(`${this.#tag}The peer went away as expected.`);
+        return vanish;
+      },
+      serialize: (message) => this.serialize(message),
+      onWrite: (message, fds) => this.#traceWrite(message, fds),
+    });
+    this.#session = session;
+    return session;
+  }
+
+  #traceWrite(message: TMessage | undefined, fds: readonly number[] | undefined): void {
+    if (this.#trace) {
+      const withFds = fds !== undefined ? ` (with fds ${fds.join(", ")})` : "";
+      const text = message !== undefined ? traceText(message) : "(fds only)";
+      this.logger.debug(`${this.#tag}--> ${text}${withFds}`);
+    }
+    if (message !== undefined && sendChannel.hasSubscribers) {
+      sendChannel.publish({ client: this, name: this.name, message });
+    }
   }
 
   #dispatch(frame: Frame): void {
-    if (!this.#sessionOpen) return;
     if (frame.kind === "oversize") {
+      const limit = this.#limits.maxMessageSize;
       this.logger.warn(
-        `${this.#tag}Skipped a message of ${frame.size} bytes (maxMessageSize ${this.#maxMessageSize})`,
+        `${this.#tag}Skipped a message of ${frame.size} bytes (maxMessageSize ${limit})`,
       );
-      this.handleOversize(frame.size, this.#maxMessageSize, frame.id);
+      this.handleOversize(frame.size, limit, frame.id);
       return;
     }
     const message = frame.value;
@@ -628,170 +674,102 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     if (receiveChannel.hasSubscribers) {
       receiveChannel.publish({ client: this, name: this.name, message });
     }
-    try {
-      this.handleMessage(message);
-    } catch (err) {
-      this.#endSession(err);
-    }
+    this.handleMessage(message);
   }
 
-  #pump(): void {
-    const stream = this.#stream;
-    if (stream === undefined || this.#fdWrite !== undefined || this.#flushing) return;
-    // Write everything queued in one go, corked into as few syscalls as the
-    // socket allows, until the socket's buffer is full or fds are next.
-    const many = this.#queue.length > 1;
-    if (many) stream.cork();
-    let fdItem: QueuedWrite | undefined;
-    while (this.#queue.length > 0) {
-      const item = this.#queue.shift()!;
-      if (item.fds !== undefined) {
-        fdItem = item;
-        break;
-      }
-      const ok = stream.write(item.data, this.#afterWrite);
-      item.resolve();
-      if (!ok) {
-        this.#blocked = true;
-        break;
-      }
-    }
-    if (fdItem === undefined) {
-      if (many) process.nextTick(() => stream.uncork());
-      return;
-    }
-    // Let the bytes before the fds go now; the fds wait for them.
-    if (many) stream.uncork();
-    const done = this.#writeWithFds(stream, fdItem).finally(() => {
-      this.#fdWrite = undefined;
-      if (!this.#blocked) this.#pump();
+  #startTeardown(graceful: boolean): Promise<void> {
+    const teardown = this.#tearDown(graceful).finally(() => {
+      if (this.#teardown === teardown) this.#teardown = undefined;
     });
-    this.#fdWrite = { item: fdItem, done };
+    this.#teardown = teardown;
+    return teardown;
   }
 
   /**
-   * Pass `item.fds` in order with the byte stream: wait until every byte
-   * queued before them has been handed to the kernel, send them with
-   * `sendmsg` on a single space byte, then write `item.data`. Never rejects:
-   * an fd problem fails this item only (its message is not written); a lost
-   * connection ends the session.
+   * Back to IDLE: cancel an attempt, end the session (gracefully: flush
+   * within one deadline), stop listening. Rejects with the root cause.
    */
-  async #writeWithFds(stream: Duplex, item: QueuedWrite): Promise<void> {
-    const current = (): boolean => this.#stream === stream && !stream.destroyed;
-    try {
-      const sender = await loadFdSender();
-      await item.fence;
-      if (current() && stream.writableLength > 0) {
-        await new Promise<void>((resolve) => (this.#flushWaiter = resolve));
-      }
-      if (!current() || (!this.#sessionOpen && !this.#flushing)) {
-        throw new SessionEndedError("The session ended before the fds were sent");
-      }
-      await sendFdsOn(sender, fdPassingTarget(stream), item.fds!, current);
-    } catch (err) {
-      item.reject(err);
-      if (!(err instanceof QMPError)) this.#endSession(err);
-      return;
+  async #tearDown(graceful: boolean): Promise<void> {
+    const cls = this.constructor.name;
+    this.#attempt?.abort(
+      new ConnectCancelledError(`${cls}: disconnect() was called before the session was up`),
+    );
+    if (this.#runstate === Runstate.CONNECTING || this.#runstate === Runstate.RUNNING) {
+      this.#setState(Runstate.DISCONNECTING);
     }
-    if (item.data !== "") stream.write(item.data, this.#afterWrite);
-    item.resolve();
-  }
-
-  /**
-   * The session is over: stop reading, fail the queue, tell the subclass.
-   * Idempotent per session; the first error is the one reported.
-   */
-  #endSession(err: unknown): void {
-    if (!this.#sessionOpen) return;
-    if (err !== undefined && isConnectionLoss(err) && this.peerMayVanish()) {
-      this.logger.debug(`${this.#tag}The peer went away as expected: ${describe(err)}`);
-      err = undefined;
-    }
-    if (err !== undefined && this.#error === undefined) {
-      this.#error = err;
-      this.logger.error(`${this.#tag}Session failed: ${describe(err)}`);
-    }
-    this.#sessionOpen = false;
-    this.#detachReader?.();
-    this.#detachReader = undefined;
-    // On an error the stream is done for; on a clean end of stream, close
-    // our side too (a socket does it by itself, a plain Duplex may not).
-    if (err !== undefined) this.#stream?.destroy();
-    else this.#stream?.end();
-    const queued = this.#queue;
-    this.#queue = [];
-    this.#blocked = false;
-    if (this.#fdWrite !== undefined) queued.unshift(this.#fdWrite.item);
-    this.#flushWaiter?.();
-    this.#flushWaiter = undefined;
-    for (const q of queued) q.reject(err ?? new SessionEndedError("The session ended"));
-    if (this.#runstate === Runstate.RUNNING) this.#setState(Runstate.DISCONNECTING);
-    try {
-      this.sessionEnded(err);
-    } finally {
-      this.#sessionEnd.reject(err ?? new SessionEndedError("The peer closed the connection"));
-    }
-  }
-
-  /** Write out the queue and half-close, bounded by `disconnectTimeout`. */
-  async #flush(stream: Duplex): Promise<void> {
-    if (stream.destroyed || !stream.writable) return;
-    // Backpressure no longer matters: hand everything to the stream at once,
-    // except that fds still wait for the bytes before them.
-    this.#flushing = true;
-    try {
-      await this.#fdWrite?.done;
-      for (let item = this.#queue.shift(); item !== undefined; item = this.#queue.shift()) {
-        if (item.fds !== undefined) {
-          await this.#writeWithFds(stream, item);
-        } else {
-          stream.write(item.data, this.#afterWrite);
-          item.resolve();
+    const session = this.#session;
+    if (session !== undefined) {
+      if (graceful && session.open) {
+        const stop = new AbortController();
+        this.#stopFlush = stop;
+        const ms = this.#disconnectTimeout;
+        const timer = setTimeout(() => stop.abort(timeoutError("disconnect()", ms)), ms);
+        try {
+          await session.close(stop.signal);
+        } finally {
+          clearTimeout(timer);
+          this.#stopFlush = undefined;
         }
+      } else {
+        session.destroy();
       }
-    } finally {
-      this.#flushing = false;
     }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, this.#disconnectTimeout);
-      function done(): void {
-        clearTimeout(timer);
-        stream.off("close", done);
-        stream.off("error", done);
-        resolve();
-      }
-      stream.once("close", done);
-      stream.once("error", done);
-      stream.end(done);
-    });
-  }
-
-  async #disconnect(graceful: boolean): Promise<void> {
-    this.#attempt?.abort(new AttemptCancelled("disconnect() was called"));
-    if (this.#runstate !== Runstate.IDLE) this.#setState(Runstate.DISCONNECTING);
-    const stream = this.#stream;
-    const wasOpen = this.#sessionOpen;
-    if (graceful && wasOpen && stream !== undefined) {
-      // Stop reading, but write out what is queued before closing.
-      this.#detachReader?.();
-      this.#detachReader = undefined;
-      await this.#flush(stream);
-    }
-    this.#endSession(undefined);
-    stream?.destroy();
-    this.#stream = undefined;
+    if (this.#session === session) this.#session = undefined;
     this.#listener?.close();
     this.#listener = undefined;
-    const error: unknown = this.#error;
-    this.#error = undefined;
     this.#setState(Runstate.IDLE);
     this.logger.debug(`${this.#tag}Disconnected.`);
-    if (error !== undefined) throw error as unknown;
+    const error = session?.error;
+    if (error !== undefined) throw toError(error);
   }
 }
 
-/** A reset or broken pipe: the peer is gone, rather than a protocol problem. */
-function isConnectionLoss(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === "ECONNRESET" || code === "EPIPE" || code === "ECONNABORTED";
+/**
+ * @throws {TypeError} unless `address` is a non-empty path, `{ path }`,
+ *   `{ host, port }` with a port from 0 to 65535, or a stream.
+ */
+function checkAddress(address: unknown): void {
+  if (typeof address === "string") {
+    if (address === "") throw new TypeError("The address is an empty path");
+    return;
+  }
+  if (typeof address === "object" && address !== null) {
+    const a = address as Record<string, unknown>;
+    if (typeof a["path"] === "string" && a["path"] !== "") return;
+    if (typeof a["host"] === "string" && "port" in a) {
+      const port = a["port"];
+      if (typeof port === "number" && Number.isInteger(port) && port >= 0 && port <= 65535) return;
+      throw new TypeError(`The port must be an integer from 0 to 65535, got ${typeName(port)}`);
+    }
+    if (typeof a["pipe"] === "function" && typeof a["write"] === "function") return;
+  }
+  throw new TypeError(
+    `The address must be a UNIX socket path, { path }, { host, port } or a stream, got ${typeName(address)}`,
+  );
+}
+
+/** @throws {TypeError} {RangeError} for options of the wrong type or range. */
+function checkProtocolOptions(options: ProtocolOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`options must be an object, got ${typeName(options)}`);
+  }
+  if (options.name !== undefined && typeof options.name !== "string") {
+    throw new TypeError(`name must be a string, got ${typeName(options.name)}`);
+  }
+  checkTimeout(options.timeout, "timeout");
+  checkTimeout(options.disconnectTimeout, "disconnectTimeout");
+  const size = options.maxMessageSize;
+  checkTimeout(size, "maxMessageSize");
+  if (size !== undefined && size < 1) throw new RangeError("maxMessageSize must be at least 1");
+  const queued = options.maxQueuedMessages;
+  if (queued !== undefined && !(Number.isInteger(queued) && queued >= 1)) {
+    throw new RangeError(`maxQueuedMessages must be a whole number from 1, got ${queued}`);
+  }
+}
+
+/** What `disconnect()` rejects with: the root cause as it was thrown, if it is an Error. */
+function toError(value: unknown): Error {
+  return value instanceof Error
+    ? value
+    : new SessionEndedError(`The session failed: ${String(value)}`);
 }

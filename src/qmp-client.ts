@@ -1,19 +1,15 @@
 // The QMP client: greeting, negotiation, command ids, reply routing, execute, events.
 
 import { TLSSocket } from "node:tls";
+import { type Call, CallTable, type Reply } from "./calls.js";
 import {
   BadReplyError,
-  DuplicateIdError,
-  ExecInterruptedError,
   ExecuteError,
-  FdPassingError,
   GreetingError,
   ListenerError,
   MessageTooLargeError,
   NegotiationError,
   ProtocolError,
-  ServerParseError,
-  SessionEndedError,
 } from "./errors.js";
 import {
   type EventFilter,
@@ -35,7 +31,15 @@ import {
 } from "./message.js";
 import { checkFds } from "./fd-passing.js";
 import { Protocol, type ProtocolOptions } from "./protocol.js";
-import { type CallOptions, type Deferred, deadline, deferred, raceSignal } from "./util.js";
+import {
+  type CallOptions,
+  type Deferred,
+  checkCallOptions,
+  deadline,
+  deferred,
+  raceSignal,
+  typeName,
+} from "./util.js";
 
 /** Options of {@link QMPClient}. */
 export interface QMPClientOptions extends ProtocolOptions {
@@ -46,8 +50,6 @@ export interface QMPClientOptions extends ProtocolOptions {
   awaitGreeting?: boolean | undefined;
   /** Send `qmp_capabilities` before `RUNNING` (default true). */
   negotiate?: boolean | undefined;
-  /** Default per-call timeout in milliseconds for `execute`, `raw`… (default none). */
-  timeout?: number | undefined;
   /** Options of the default listener {@link QMPClient.events}. */
   events?: Omit<EventListenerOptions, "names" | "filter"> | undefined;
 }
@@ -82,17 +84,6 @@ export interface ExecuteAndWaitOptions extends ExecuteOptions {
 
 /** Options of {@link QMPClient.waitEvent}. */
 export interface WaitEventOptions extends CallOptions {}
-
-interface Pending {
-  sent: Record<string, unknown>;
-  reply: Deferred<Record<string, unknown>>;
-  quit: boolean;
-  /** Resolves when the call is over: answered, failed, or abandoned. */
-  over: Deferred<void>;
-}
-
-/** How many ids of abandoned (timed out, aborted) calls we remember, to drop late replies quietly. */
-const ABANDONED_MEMORY = 4096;
 
 /**
  * How long `qmp_capabilities` may take on a TLS session with a QEMU before
@@ -133,31 +124,30 @@ export class QMPClient extends Protocol<CommandMessage> {
    * The greeting of the current (or last) session, once received; with
    * `awaitGreeting: false`, the first greeting that arrives anyway.
    */
-  greeting: Greeting | undefined;
+  get greeting(): Greeting | undefined {
+    return this.#greeting;
+  }
+  #greeting: Greeting | undefined;
   /** The default listener: takes every event; cannot be unregistered. */
   readonly events: EventListener;
   readonly #awaitGreeting: boolean;
   readonly #negotiate: boolean;
-  readonly #timeout: number | undefined;
-  /** Next command id. Never reset, so a late reply from an old session can't match a new call. */
-  #nextId = 1;
-  readonly #pending = new Map<string | number, Pending>();
-  #idless: Pending | undefined;
-  readonly #abandoned = new Set<unknown>();
+  readonly #calls: CallTable;
   readonly #listeners = new Set<EventListener>();
   #greetingWaiter: Deferred<Greeting> | undefined;
   /** Set when a session ended and no new one started: what listeners registered now must see. */
   #ended: { cause: unknown } | undefined;
-  /** A `quit` went out this session: QEMU will close (or reset) the connection. */
-  #quitSent = false;
 
+  /**
+   * @throws {TypeError} {RangeError} for options of the wrong type or range.
+   */
   constructor(options: QMPClientOptions = {}) {
     super(options);
     this.#awaitGreeting = options.awaitGreeting ?? true;
     this.#negotiate = options.negotiate ?? true;
-    this.#timeout = options.timeout;
     this.events = new EventListener(options.events ?? {});
     this.#listeners.add(this.events);
+    this.#calls = new CallTable(this.logger);
   }
 
   // ------------------------------------------------------------- commands
@@ -180,15 +170,25 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws the `signal`'s reason (`AbortError`, `TimeoutError`) on abort or timeout.
    */
   async execute(command: string, args?: object, options: ExecuteOptions = {}): Promise<JsonValue> {
-    const message: CommandMessage = options.oob ? { "exec-oob": command } : { execute: command };
-    if (args !== undefined && !isEmptyObject(args)) message.arguments = args;
-    const fds = options.fds;
+    if (typeof command !== "string" || command === "") {
+      throw new TypeError(`The command must be a non-empty string, got ${typeName(command)}`);
+    }
+    if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
+      throw new TypeError(`The arguments must be an object, got ${typeName(args)}`);
+    }
+    checkCallOptions(options);
+    const { oob, fds } = options;
+    if (oob !== undefined && typeof oob !== "boolean") {
+      throw new TypeError(`oob must be a boolean, got ${typeName(oob)}`);
+    }
     if (fds !== undefined) {
       checkFds(fds);
       this.requireRunning();
       this.checkFdPassing();
     }
-    const reply = await this.#call(message, true, options, false, fds);
+    const message: CommandMessage = oob === true ? { "exec-oob": command } : { execute: command };
+    if (args !== undefined && !isEmptyObject(args)) message.arguments = args;
+    const reply = await this.#call(message, true, options, `execute('${command}')`, fds);
     return unwrap(message, reply);
   }
 
@@ -204,24 +204,36 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws as {@link execute} does.
    */
   async executeMsg(message: CommandMessage, options: CallOptions = {}): Promise<JsonValue> {
-    if (typeof message.execute !== "string" && typeof message["exec-oob"] !== "string") {
+    const sent = copyChecked(message);
+    const command = sent.execute ?? sent["exec-oob"];
+    if (typeof command !== "string") {
       throw new TypeError("executeMsg() needs a message with an 'execute' or 'exec-oob' string");
     }
-    const sent = copyChecked(message);
-    return unwrap(sent, await this.#call(sent, true, options));
+    checkCallOptions(options);
+    return unwrap(sent, await this.#call(sent, true, options, `executeMsg('${command}')`));
   }
 
   /**
    * Send any message and resolve to the whole reply, error replies included
    * (nothing is thrown for them). With `assignId: false` and no `id`, the
-   * message goes without one (at most one such call may be pending).
+   * message goes without one (at most one such call may be pending, and
+   * none while the late reply of an abandoned one may still come).
    *
-   * @throws {TypeError} when `id` is present and not a string.
+   * @throws {TypeError} when the message is not an object, or its `id` is
+   *   present and not a string.
    * @throws {DuplicateIdError} when its `id` (or id-less slot) is in use.
    * @throws {ExecInterruptedError}, {@link StateError}, the signal's reason, as {@link execute}.
    */
   async raw(message: CommandMessage, options: RawOptions = {}): Promise<Record<string, unknown>> {
-    return this.#call(copyChecked(message), options.assignId ?? true, options);
+    const sent = copyChecked(message);
+    checkCallOptions(options);
+    const { assignId } = options;
+    if (assignId !== undefined && typeof assignId !== "boolean") {
+      throw new TypeError(`assignId must be a boolean, got ${typeName(assignId)}`);
+    }
+    const command = sent.execute ?? sent["exec-oob"];
+    const what = typeof command === "string" ? `raw('${command}')` : "raw()";
+    return this.#call(sent, assignId ?? true, options, what);
   }
 
   /**
@@ -238,13 +250,19 @@ export class QMPClient extends Protocol<CommandMessage> {
     args: object | undefined,
     options: ExecuteAndWaitOptions,
   ): Promise<{ return: JsonValue; event: QMPEvent }> {
-    const { signal, dispose } = deadline(options);
+    checkCallOptions(options);
+    const timeout = options.timeout ?? this.defaultTimeout;
+    const { signal, dispose } = deadline(
+      { signal: options.signal, timeout },
+      `executeAndWait('${String(command)}')`,
+    );
     using listener = this.listener(options.event, options.filter);
     try {
       const result = await this.execute(command, args, {
         oob: options.oob,
         fds: options.fds,
         signal,
+        timeout: Infinity,
       });
       const event = await listener.get({ signal });
       return { return: result, event };
@@ -270,7 +288,10 @@ export class QMPClient extends Protocol<CommandMessage> {
     checkFds([fd]);
     this.requireRunning();
     this.checkFdPassing();
-    await this.sendFds([fd], this.#fdFence());
+    this.checkSend();
+    const call = this.#calls.open(undefined, false, [fd]);
+    call.ticket = this.send(call);
+    await call.reply;
   }
 
   // --------------------------------------------------------------- events
@@ -363,8 +384,12 @@ export class QMPClient extends Protocol<CommandMessage> {
     filter?: EventFilter,
     options: WaitEventOptions = {},
   ): Promise<QMPEvent> {
+    checkCallOptions(options);
     using listener = this.listener(names, filter);
-    return await listener.get(options);
+    return await listener.get({
+      signal: options.signal,
+      timeout: options.timeout ?? this.defaultTimeout,
+    });
   }
 
   // ---------------------------------------------------------- the engine's hooks
@@ -373,45 +398,52 @@ export class QMPClient extends Protocol<CommandMessage> {
     let stall: string | undefined;
     this.#ended = undefined;
     for (const l of this.#listeners) l[kSessionStarted]();
-    this.greeting = undefined;
+    this.#greeting = undefined;
+    this.#calls.startSession(false);
     if (this.#awaitGreeting) {
       this.#greetingWaiter = deferred<Greeting>();
       this.#greetingWaiter.promise.catch(() => {});
-      this.greeting = await this.#greetingWaiter.promise;
-      stall = this.stream instanceof TLSSocket ? tlsStallWarning(this.greeting) : undefined;
+      this.#greeting = await this.#greetingWaiter.promise;
+      stall = this.stream instanceof TLSSocket ? tlsStallWarning(this.#greeting) : undefined;
       if (stall !== undefined) this.logger.warn(`${this.#tag}${stall}`);
     }
     if (!this.#negotiate) return;
-    const offersOob = this.greeting?.QMP.capabilities.includes("oob") ?? false;
+    const offersOob = this.#greeting?.QMP.capabilities.includes("oob") ?? false;
     const message: CommandMessage = { execute: "qmp_capabilities" };
     if (offersOob) message.arguments = { enable: ["oob"] };
-    let reply: Record<string, unknown>;
-    if (stall === undefined) {
-      reply = await this.#call(message, true, { signal }, true);
-    } else {
-      // A known stall must not hang the connect until the caller's timeout
-      // (or forever, without one): give it a few seconds, then say why.
-      const bounded = deadline({ signal, timeout: TLS_STALL_TIMEOUT });
-      try {
-        reply = await this.#call(message, true, { signal: bounded.signal }, true);
-      } catch (err) {
-        if (!signal.aborted && bounded.signal.aborted) {
-          throw new ProtocolError(
-            `No reply to qmp_capabilities within ${TLS_STALL_TIMEOUT} ms: ${stall}`,
-            { cause: err },
-          );
-        }
-        throw err;
-      } finally {
-        bounded.dispose();
+    const what = "execute('qmp_capabilities')";
+    // A known stall must not hang the connect until the caller's timeout
+    // (or forever, without one): give it a few seconds, then say why.
+    const bounded =
+      stall === undefined ? undefined : deadline({ signal, timeout: TLS_STALL_TIMEOUT }, what);
+    let reply: Reply;
+    try {
+      reply = await this.#call(
+        message,
+        true,
+        { signal: bounded?.signal ?? signal },
+        what,
+        undefined,
+        true,
+      );
+    } catch (err) {
+      if (bounded !== undefined && !signal.aborted && bounded.signal.aborted) {
+        throw new ProtocolError(
+          `No reply to qmp_capabilities within ${TLS_STALL_TIMEOUT} ms: ${stall}`,
+          { cause: err },
+        );
       }
+      throw err;
+    } finally {
+      bounded?.dispose();
     }
     if (!("return" in reply)) {
-      const what = isErrorReply(reply)
+      const text = isErrorReply(reply)
         ? `${reply.error.class}: ${reply.error.desc}`
         : "a malformed reply";
-      throw new NegotiationError(`qmp_capabilities failed with ${what}`, reply);
+      throw new NegotiationError(`qmp_capabilities failed with ${text}`, reply);
     }
+    this.#calls.startSession(offersOob);
   }
 
   protected override handleMessage(message: Record<string, unknown>): void {
@@ -420,29 +452,7 @@ export class QMPClient extends Protocol<CommandMessage> {
       return;
     }
     if ("QMP" in message) {
-      const waiter = this.#greetingWaiter;
-      if (waiter === undefined && !this.#awaitGreeting && this.greeting === undefined) {
-        // Not waited for (awaitGreeting: false), yet it is QEMU's, not a guest agent's.
-        if (isGreeting(message)) {
-          this.greeting = message;
-          this.logger.debug(`${this.#tag}Greeting received (not awaited)`);
-          return;
-        }
-      }
-      if (waiter === undefined) {
-        // QEMU 7.2 may send a stale greeting to a client that connects right
-        // after a short-lived one; it means nothing to this session.
-        this.logger.warn(`${this.#tag}Ignoring an unexpected greeting`);
-        return;
-      }
-      this.#greetingWaiter = undefined;
-      if (!isGreeting(message)) {
-        throw new GreetingError(
-          "Malformed greeting: expected { QMP: { version, capabilities } }",
-          message,
-        );
-      }
-      waiter.resolve(message);
+      this.#handleGreeting(message);
       return;
     }
     if (this.#greetingWaiter !== undefined) {
@@ -451,83 +461,53 @@ export class QMPClient extends Protocol<CommandMessage> {
         message,
       );
     }
-    if (!("id" in message)) {
-      const idless = this.#idless;
-      if (idless !== undefined) {
-        this.#idless = undefined;
-        idless.reply.resolve(message);
-      } else if ("error" in message) {
-        throw new ServerParseError(
-          `QEMU could not parse a message: ${describeError(message)}`,
-          message,
-        );
-      } else {
-        this.logger.warn(
-          `${this.#tag}Dropping a reply without id: ${JSON.stringify(message).slice(0, 200)}`,
-        );
+    this.#calls.route(message, this.#tag);
+  }
+
+  #handleGreeting(message: Record<string, unknown>): void {
+    const waiter = this.#greetingWaiter;
+    if (waiter === undefined && !this.#awaitGreeting && this.#greeting === undefined) {
+      // Not waited for (awaitGreeting: false), yet it is QEMU's, not a guest agent's.
+      if (isGreeting(message)) {
+        this.#greeting = message;
+        this.logger.debug(`${this.#tag}Greeting received (not awaited)`);
+        return;
       }
+    }
+    if (waiter === undefined) {
+      // QEMU 7.2 may send a stale greeting to a client that connects right
+      // after a short-lived one; it means nothing to this session.
+      this.logger.warn(`${this.#tag}Ignoring an unexpected greeting`);
       return;
     }
-    const id = message["id"];
-    const pending =
-      typeof id === "number" || typeof id === "string" ? this.#pending.get(id) : undefined;
-    if (pending === undefined) {
-      if (this.#abandoned.delete(id)) {
-        this.logger.debug(
-          `${this.#tag}Dropping the late reply to abandoned call ${JSON.stringify(id)}`,
-        );
-      } else {
-        this.logger.warn(`${this.#tag}Dropping a reply with unknown id ${JSON.stringify(id)}`);
-      }
-      return;
+    this.#greetingWaiter = undefined;
+    if (!isGreeting(message)) {
+      throw new GreetingError(
+        "Malformed greeting: expected { QMP: { version, capabilities } }",
+        message,
+      );
     }
-    this.#pending.delete(id as string | number);
-    pending.reply.resolve(message);
+    waiter.resolve(message);
   }
 
   protected override handleOversize(size: number, limit: number, id: unknown): void {
-    const pending =
-      typeof id === "number" || typeof id === "string" ? this.#pending.get(id) : undefined;
-    if (pending === undefined) {
-      this.#abandoned.delete(id);
+    if (!this.#calls.oversize(id, new MessageTooLargeError(size, limit))) {
       this.logger.warn(
         `${this.#tag}Skipped a message of ${size} bytes over maxMessageSize (${limit}) that answers no pending call`,
       );
-      return;
     }
-    this.#pending.delete(id as string | number);
-    pending.reply.reject(new MessageTooLargeError(size, limit));
   }
 
   protected override peerMayVanish(): boolean {
-    return this.#quitSent;
+    return this.#calls.quitSent;
   }
 
-  protected override sessionEnded(cause: unknown): void {
-    this.#quitSent = false;
-    const root = cause ?? new SessionEndedError("The peer closed the connection");
-    this.#greetingWaiter?.reject(root);
+  protected override sessionEnded(_cause: unknown, reason: Error): void {
+    this.#greetingWaiter?.reject(reason);
     this.#greetingWaiter = undefined;
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    if (this.#idless !== undefined) pending.push(this.#idless);
-    this.#idless = undefined;
-    this.#abandoned.clear();
-    for (const p of pending) {
-      if (p.quit) {
-        // The disconnect that follows a quit is its success.
-        p.reply.resolve({ return: {} });
-        continue;
-      }
-      const name = JSON.stringify(p.sent["execute"] ?? p.sent["exec-oob"] ?? "message");
-      p.reply.reject(
-        new ExecInterruptedError(`The session ended before the reply to ${name} arrived`, {
-          cause: root,
-        }),
-      );
-    }
-    this.#ended = { cause: root };
-    for (const l of this.#listeners) l[kSessionEnded](root);
+    this.#calls.endSession(reason);
+    this.#ended = { cause: reason };
+    for (const l of this.#listeners) l[kSessionEnded](reason);
   }
 
   // ------------------------------------------------------------- machinery
@@ -556,101 +536,39 @@ export class QMPClient extends Protocol<CommandMessage> {
 
   /**
    * Send `message` (ours to change: the callers pass a fresh object) and wait
-   * for its reply. A numeric id is only taken once the call is sure to go
-   * out, so the ids on the wire have no gaps.
+   * for its reply. Every check comes first; nothing changes unless the call
+   * goes to the writer. A numeric id is taken only when the writer writes
+   * the message, so the ids on the wire have no gaps; a call aborted or
+   * timed out before that is taken out of the queue and never sent.
    */
-  async #call(
+  #call(
     message: CommandMessage,
     assignId: boolean,
     options: CallOptions,
-    negotiating = false,
+    what: string,
     fds?: readonly number[],
-  ): Promise<Record<string, unknown>> {
+    negotiating = false,
+  ): Promise<Reply> {
+    // Prepare.
     if (!negotiating) this.requireRunning();
-    const timeout = options.timeout ?? this.#timeout;
-    options.signal?.throwIfAborted();
-    if (message.id === undefined && assignId) message.id = this.#nextId++;
-    const id = message.id;
-    // fds wait until QEMU has answered every command sent before them (see #fdFence).
-    const fence = fds !== undefined ? this.#fdFence() : undefined;
-    const pending: Pending = {
-      sent: message,
-      reply: deferred(),
-      quit: message.execute === "quit" || message["exec-oob"] === "quit",
-      over: deferred(),
-    };
-    const over = (): void => pending.over.resolve();
-    pending.reply.promise.then(over, over);
-    if (pending.quit) this.#quitSent = true;
-    if (id === undefined) {
-      if (this.#idless !== undefined) {
-        throw new DuplicateIdError("Another call without an id is already waiting for its reply");
-      }
-      this.#idless = pending;
-    } else {
-      const key = id as string | number;
-      if (this.#pending.has(key)) {
-        throw new DuplicateIdError(`The id ${JSON.stringify(id)} is in use`);
-      }
-      if (this.#abandoned.has(key)) {
-        throw new DuplicateIdError(
-          `The id ${JSON.stringify(id)} belongs to an abandoned call whose late reply may still come`,
-        );
-      }
-      this.#pending.set(key, pending);
-    }
-    // A failed send ends the session, which fails the call; nothing to do
-    // here, except when fds could not be passed: then the command was not
-    // written and only this call fails.
-    this.send(message, fds, fence).catch((err: unknown) => {
-      if (err instanceof FdPassingError) this.#refuse(pending, id, err);
-    });
-    if (options.signal === undefined && timeout === undefined) return pending.reply.promise;
-    const d = deadline({ signal: options.signal, timeout });
-    try {
-      return await raceSignal(pending.reply.promise, d.signal, () => this.#abandon(pending, id));
-    } finally {
-      d.dispose();
-    }
+    this.#calls.check(message, assignId);
+    this.checkSend();
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const timeout = options.timeout ?? this.defaultTimeout;
+    // Commit.
+    const call = this.#calls.open(message, assignId, fds);
+    call.ticket = this.send(call);
+    if (signal === undefined && timeout === undefined) return call.reply;
+    const d = deadline({ signal, timeout }, what);
+    return raceSignal(call.reply, d.signal, () => this.#abandon(call)).finally(d.dispose);
   }
 
-  /** `pending` was never sent: forget it and fail it with `err`. */
-  #refuse(pending: Pending, id: JsonValue | undefined, err: unknown): void {
-    if (id === undefined) {
-      if (this.#idless === pending) this.#idless = undefined;
-    } else if (this.#pending.get(id as string | number) === pending) {
-      this.#pending.delete(id as string | number);
-    }
-    pending.reply.reject(err);
-  }
-
-  /**
-   * Settles once every call now pending is over. QEMU holds at most one
-   * received fd set per connection, and with `oob` negotiated its monitor
-   * reads ahead of the commands it runs: fds sent while an earlier command
-   * is still unanswered could replace the fd that command is about to take
-   * (QEMU closes the one it held). So fds wait for this fence.
-   */
-  #fdFence(): Promise<unknown> {
-    const calls = [...this.#pending.values()];
-    if (this.#idless !== undefined) calls.push(this.#idless);
-    return calls.length === 0 ? Promise.resolve() : Promise.all(calls.map((p) => p.over.promise));
-  }
-
-  #abandon(pending: Pending, id: JsonValue | undefined): void {
-    pending.over.resolve();
-    pending.reply.promise.catch(() => {});
-    if (id === undefined) {
-      if (this.#idless === pending) this.#idless = undefined;
-      return;
-    }
-    if (this.#pending.get(id as string | number) !== pending) return;
-    this.#pending.delete(id as string | number);
-    this.#abandoned.add(id);
-    if (this.#abandoned.size > ABANDONED_MEMORY) {
-      const oldest = this.#abandoned.values().next().value;
-      this.#abandoned.delete(oldest);
-    }
+  /** The caller gave up on `call`: take it back if it was not written yet, else expect a late reply. */
+  #abandon(call: Call): void {
+    if (call.state === "over") return;
+    const cancelled = call.ticket !== undefined && this.cancelSend(call.ticket);
+    this.#calls.abandon(call, cancelled);
   }
 }
 
@@ -672,12 +590,6 @@ function copyChecked(message: CommandMessage): CommandMessage {
 function isEmptyObject(value: object): boolean {
   for (const _ in value) return false;
   return !Array.isArray(value);
-}
-
-function describeError(message: Record<string, unknown>): string {
-  return isErrorReply(message)
-    ? `${message.error.class}: ${message.error.desc}`
-    : JSON.stringify(message);
 }
 
 /** The `return` of a reply, or the error it stands for. Runs in the caller's frame. */

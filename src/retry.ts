@@ -277,7 +277,7 @@ export async function openWithRetry(
   log: (message: string) => void,
 ): Promise<Duplex> {
   const watch = policy.process !== undefined ? new ProcessWatch(policy.process) : undefined;
-  const { signal: either, dispose } = deadline({ signal }, watch?.signal);
+  const { signal: either, dispose } = deadline({ signal }, "connect()", watch?.signal);
   const backoff = new Backoff(policy);
   let lastError: unknown;
   try {

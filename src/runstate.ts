@@ -37,3 +37,15 @@ export const RUNSTATE_TRANSITIONS: Readonly<Record<Runstate, readonly Runstate[]
 export function isTransitionAllowed(from: Runstate, to: Runstate): boolean {
   return RUNSTATE_TRANSITIONS[from].includes(to);
 }
+
+/**
+ * Enforce the transition table where the runstate is set.
+ *
+ * @throws {Error} for a transition the table does not allow: a bug in the
+ *   engine, never a condition of the peer or of the caller.
+ */
+export function checkTransition(from: Runstate, to: Runstate): void {
+  if (!isTransitionAllowed(from, to)) {
+    throw new Error(`qmp internal error: illegal runstate transition ${from} -> ${to}`);
+  }
+}

@@ -7,7 +7,7 @@ import type { QMPClient } from "./qmp-client.js";
 import { Backoff, type RetryOptions, type RetryPolicy, retryPolicy, sleep } from "./retry.js";
 import { Runstate } from "./runstate.js";
 import type { InetAddress, UnixAddress } from "./transport.js";
-import { type CallOptions, deadline } from "./util.js";
+import { type CallOptions, checkCallOptions, deadline } from "./util.js";
 
 /** Options of {@link QMPSupervisor}: those of `connect()` for each connection, and the back-off. */
 export interface SupervisorOptions extends Omit<ConnectOptions, "retry" | "signal"> {
@@ -124,10 +124,11 @@ export class QMPSupervisor extends EventEmitter<SupervisorEvents> {
    */
   async start(options: CallOptions = {}): Promise<void> {
     if (this.#stop !== undefined) throw new QMPError("The supervisor is already started");
+    checkCallOptions(options);
     const stop = new AbortController();
     this.#stop = stop;
     this.client.on("runstate", this.#onRunstate);
-    const { signal, dispose } = deadline(options, stop.signal);
+    const { signal, dispose } = deadline(options, "QMPSupervisor.start()", stop.signal);
     try {
       await this.#connect(signal);
     } catch (err) {

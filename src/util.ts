@@ -20,9 +20,13 @@ export function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
-/** The reason `AbortSignal.timeout()` gives: a `DOMException` named `TimeoutError`. */
-export function timeoutError(): DOMException {
-  return new DOMException("The operation was aborted due to timeout", "TimeoutError");
+/**
+ * The reason a timed-out call rejects with: a `DOMException` named
+ * `TimeoutError`, as `AbortSignal.timeout()` gives, whose message names
+ * what timed out and after how long.
+ */
+export function timeoutError(what: string, ms: number): DOMException {
+  return new DOMException(`${what} timed out after ${ms} ms`, "TimeoutError");
 }
 
 /** The longest delay setTimeout() takes as it is. */
@@ -32,41 +36,96 @@ const MAX_TIMER_DELAY = 2 ** 31 - 1;
 export interface CallOptions {
   /** Abort the wait; the call rejects with `signal.reason` as it is. */
   signal?: AbortSignal | undefined;
-  /** Milliseconds before the call rejects with a `TimeoutError` `DOMException`. */
+  /**
+   * Milliseconds before the call rejects with a `TimeoutError`
+   * `DOMException` (its message names the call); `Infinity` for none.
+   */
   timeout?: number | undefined;
 }
 
 /**
- * One signal for a user signal and a timeout. Call `dispose()` when the
- * operation is over, to clear the timer and the listener at once.
+ * Check the cancellation options of a call before it changes anything.
+ *
+ * @throws {TypeError} when `options` is not an object, `signal` not an
+ *   `AbortSignal`, or `timeout` not a number.
+ * @throws {RangeError} when `timeout` is negative or NaN.
+ */
+export function checkCallOptions(options: unknown): asserts options is CallOptions {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`options must be an object, got ${typeName(options)}`);
+  }
+  const { signal, timeout } = options as Record<string, unknown>;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(`signal must be an AbortSignal, got ${typeName(signal)}`);
+  }
+  checkTimeout(timeout, "timeout");
+}
+
+/**
+ * @throws {TypeError} when `value` is neither undefined nor a number.
+ * @throws {RangeError} when it is negative or NaN.
+ */
+export function checkTimeout(value: unknown, name: string): asserts value is number | undefined {
+  if (value === undefined) return;
+  if (typeof value !== "number") {
+    throw new TypeError(`${name} must be a number of milliseconds, got ${typeName(value)}`);
+  }
+  if (!(value >= 0)) {
+    throw new RangeError(`${name} must be a number of milliseconds >= 0, got ${value}`);
+  }
+}
+
+/** How a value is described in a `TypeError`. */
+export function typeName(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "string") return `the string ${JSON.stringify(value.slice(0, 40))}`;
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
+    return `${typeof value} ${String(value)}`;
+  }
+  return typeof value === "object" || typeof value === "function"
+    ? `an ${typeof value}`
+    : typeof value;
+}
+
+/**
+ * One signal for a user signal, a timeout and any `more` signals. Call
+ * `dispose()` when the operation is over, to clear the timer and the
+ * listeners at once. The timer is our own (not `AbortSignal.timeout()`,
+ * which Node 20 may collect while `AbortSignal.any()` still needs it).
+ *
+ * @param what names the operation in the `TimeoutError`'s message.
+ * @throws {TypeError} {RangeError} as {@link checkCallOptions}.
  */
 export function deadline(
   options: CallOptions,
+  what: string,
   ...more: (AbortSignal | undefined)[]
 ): { signal: AbortSignal; dispose: () => void } {
-  const timeout = options.timeout;
   // Check before any listener is added, so that a throw leaves nothing behind.
-  if (timeout !== undefined && !(timeout >= 0)) {
-    throw new RangeError(`timeout must be a number of milliseconds, got ${timeout}`);
-  }
+  checkCallOptions(options);
+  const timeout = options.timeout;
   const controller = new AbortController();
   const sources = [options.signal, ...more].filter((s): s is AbortSignal => s !== undefined);
   const listeners: (() => void)[] = [];
   let timer: NodeJS.Timeout | undefined;
   const dispose = (): void => {
     if (timer !== undefined) clearTimeout(timer);
-    sources.forEach((s, i) => s.removeEventListener("abort", listeners[i]!));
+    sources.forEach((s, i) => {
+      const l = listeners[i];
+      if (l !== undefined) s.removeEventListener("abort", l);
+    });
   };
   for (const s of sources) {
+    if (s.aborted) {
+      controller.abort(s.reason);
+      break;
+    }
     const onAbort = (): void => {
       dispose();
       controller.abort(s.reason);
     };
     listeners.push(onAbort);
-    if (s.aborted) {
-      controller.abort(s.reason);
-      break;
-    }
     s.addEventListener("abort", onAbort, { once: true });
   }
   if (timeout !== undefined && timeout !== Infinity && !controller.signal.aborted) {
@@ -74,7 +133,7 @@ export function deadline(
     timer = setTimeout(
       () => {
         dispose();
-        controller.abort(timeoutError());
+        controller.abort(timeoutError(what, timeout));
       },
       Math.min(timeout, MAX_TIMER_DELAY),
     );

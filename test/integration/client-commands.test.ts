@@ -474,19 +474,25 @@ for (const kind of KINDS) {
       assert.deepEqual(await s.client.executeMsg({ execute: "query-status", id: "s" }), STATUS);
     });
 
-    void it("an aborted id-less raw() frees the id-less slot", T, async (t) => {
-      const s = await openSession(t, kind, { server: { handlers } });
-      const ac = new AbortController();
-      const call = s.client.raw({ execute: "hang" }, { assignId: false, signal: ac.signal });
-      ac.abort();
-      await assert.rejects(call, isAbortError);
-      const second = s.client.raw({ execute: "hang" }, { assignId: false });
-      await skipNegotiation(s.peer);
-      await s.peer.nextMessage();
-      await s.peer.nextMessage();
-      s.peer.send({ return: "second" });
-      assert.deepEqual(await second, { return: "second" });
-    });
+    void it(
+      "an id-less raw() aborted before it is written is never sent, and frees the slot",
+      T,
+      async (t) => {
+        const s = await openSession(t, kind, { server: { handlers } });
+        const ac = new AbortController();
+        const call = s.client.raw(
+          { execute: "hang", arguments: { n: 1 } },
+          { assignId: false, signal: ac.signal },
+        );
+        ac.abort();
+        await assert.rejects(call, isAbortError);
+        const second = s.client.raw({ execute: "hang", arguments: { n: 2 } }, { assignId: false });
+        await skipNegotiation(s.peer);
+        assert.deepEqual((await s.peer.nextMessage())["arguments"], { n: 2 });
+        s.peer.send({ return: "second" });
+        assert.deepEqual(await second, { return: "second" });
+      },
+    );
 
     void it(
       "applies the client-wide default timeout, which a per-call timeout overrides",

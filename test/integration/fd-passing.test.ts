@@ -292,13 +292,12 @@ void test("a lost connection (EPIPE) while passing fds ends the session", async 
   await assert.rejects(client.disconnect(), { code: "EPIPE" });
 });
 
-void test("fds wait for the replies to every command sent before them (the fence)", async (t) => {
-  const { sender, calls } = scriptedSender([]);
-  setFdSenderLoaderForTests(() => Promise.resolve(sender));
-  t.after(() => setFdSenderLoaderForTests(undefined));
+/** A fake QMP server whose "slow" command answers when `release()` is called. */
+async function heldServer(t: TestContext, capabilities?: string[]) {
   let release!: () => void;
   const held = new Promise<void>((resolve) => (release = resolve));
   const server = await FakeQMPServer.listen({
+    ...(capabilities !== undefined ? { capabilities } : {}),
     handlers: {
       slow: async () => {
         await held;
@@ -308,22 +307,71 @@ void test("fds wait for the replies to every command sent before them (the fence
     },
   });
   t.after(() => server.close());
+  return { server, release };
+}
+
+void test("with oob, fds wait for the replies to earlier fd commands (the fence)", async (t) => {
+  const { sender, calls } = scriptedSender([]);
+  setFdSenderLoaderForTests(() => Promise.resolve(sender));
+  t.after(() => setFdSenderLoaderForTests(undefined));
+  const { server, release } = await heldServer(t);
   const client = newClient(t);
   await client.connect(server.address);
   const peer = await server.peer();
 
-  const slow = client.execute("slow");
+  const slow = client.execute("slow", undefined, { fds: [8] });
   const withFd = client.execute("fast", undefined, { fds: [9] });
   const after = client.execute("fast");
-  // The fake has "slow" and nothing behind it: the writer holds the fds and what follows.
+  // QEMU reads ahead with oob: fds 9 must not replace fds 8 before "slow" took them.
   await peer.nextMessage(); // qmp_capabilities
   assert.equal((await peer.nextMessage())["execute"], "slow");
-  assert.deepEqual(calls, []);
+  assert.deepEqual(calls, [[8]]);
   assert.equal(peer.received.length, 2);
   release();
   await Promise.all([slow, withFd, after]);
-  assert.deepEqual(calls, [[9]]);
+  assert.deepEqual(calls, [[8], [9]]);
   assert.deepEqual(commandsOf(peer), ["qmp_capabilities", "slow", "fast", "fast"]);
+});
+
+void test("with oob, the command after a lone sendFdScm() is one the fence waits for", async (t) => {
+  const { sender, calls } = scriptedSender([]);
+  setFdSenderLoaderForTests(() => Promise.resolve(sender));
+  t.after(() => setFdSenderLoaderForTests(undefined));
+  const { server, release } = await heldServer(t);
+  const client = newClient(t);
+  await client.connect(server.address);
+  const peer = await server.peer();
+
+  const scm = client.sendFdScm(5);
+  const takes = client.execute("slow"); // takes fd 5, as getfd would
+  const withFd = client.execute("fast", undefined, { fds: [6] });
+  await peer.nextMessage(); // qmp_capabilities
+  assert.equal((await peer.nextMessage())["execute"], "slow");
+  await scm;
+  assert.deepEqual(calls, [[5]]);
+  release();
+  await Promise.all([takes, withFd]);
+  assert.deepEqual(calls, [[5], [6]]);
+});
+
+void test("fds never wait for unrelated commands, nor for anything without oob", async (t) => {
+  for (const capabilities of [["oob"], []]) {
+    const { sender, calls } = scriptedSender([]);
+    setFdSenderLoaderForTests(() => Promise.resolve(sender));
+    t.after(() => setFdSenderLoaderForTests(undefined));
+    const { server, release } = await heldServer(t, capabilities);
+    const client = newClient(t);
+    await client.connect(server.address);
+    // Without oob, QEMU reads nothing while a command runs: no fence is needed.
+    const slow = client.execute("slow", undefined, capabilities.length === 0 ? { fds: [7] } : {});
+    const withFd = client.execute("fast", undefined, { fds: [9] });
+    const after = client.execute("fast");
+    await Promise.all([withFd, after]);
+    assert.deepEqual(calls.at(-1), [9]);
+    release();
+    await slow;
+    await client.disconnect();
+  }
 });
 
 void test("a session that ends while fds wait: the calls fail, nothing is unhandled", async (t) => {
@@ -335,7 +383,7 @@ void test("a session that ends while fds wait: the calls fail, nothing is unhand
   const client = newClient(t);
   await client.connect(server.address);
   const peer = await server.peer();
-  const slow = client.execute("slow");
+  const slow = client.execute("slow", undefined, { fds: [3] });
   const scm = client.sendFdScm(4);
   const withFd = client.execute("getfd", { fdname: "x" }, { fds: [4] });
   await peer.nextMessage();
@@ -344,7 +392,7 @@ void test("a session that ends while fds wait: the calls fail, nothing is unhand
   await assert.rejects(slow, { code: "QMP_ERR_EXEC_INTERRUPTED" });
   await assert.rejects(scm, QMPError);
   await assert.rejects(withFd, { code: "QMP_ERR_EXEC_INTERRUPTED" });
-  assert.deepEqual(calls, []);
+  assert.deepEqual(calls, [[3]]);
   await client.disconnect();
 });
 
@@ -451,30 +499,29 @@ void test(
     const withFd = client.execute("getfd", { fdname: "b" }, { fds: [b.fd] });
     const two = client.execute("add-fd", undefined, { fds: [c.fd, a.fd] });
     const bigText = JSON.stringify({ execute: "big", arguments: { big }, id: 1 });
-    await readUntil(bigText);
-    // Nothing else came with the big command (the fence holds the fds until it is answered).
-    assert.equal(received.map((r) => r.data).join(""), bigText);
-    assert.ok(received.every((r) => r.fds.length === 0));
-    const seen = received.length;
-    reply(1);
-    await first;
-    await scm;
-
     const getfd = JSON.stringify({ execute: "getfd", arguments: { fdname: "b" }, id: 2 });
-    await readUntil(" " + getfd);
-    reply(2);
-    await withFd;
     const addfd = JSON.stringify({ execute: "add-fd", id: 3 });
-    await readUntil(" " + addfd);
+    // No oob negotiated (QEMU reads nothing while a command runs): no fence, only the byte order.
+    const all = `${bigText}  ${getfd} ${addfd}`;
+    await readUntil(all);
+    assert.equal(received.map((r) => r.data).join(""), all);
+    reply(1);
+    reply(2);
     reply(3);
-    await two;
+    await Promise.all([first, scm, withFd, two]);
 
-    const rest = received.slice(seen);
-    assert.equal(rest.map((r) => r.data).join(""), `  ${getfd} ${addfd}`);
-    // Each batch of fds came with exactly one space byte, which was the last byte of its read.
-    const withFds = rest.filter((r) => r.fds.length > 0);
-    assert.equal(withFds.length, 3);
-    for (const r of withFds) assert.ok(r.data.endsWith(" "), JSON.stringify(r.data));
+    // Each batch of fds came with exactly one space byte, the last byte of its read, at its place.
+    let offset = 0;
+    const places: number[] = [];
+    for (const r of received) {
+      offset += r.data.length;
+      if (r.fds.length === 0) continue;
+      assert.ok(r.data.endsWith(" "), JSON.stringify(r.data.slice(-20)));
+      places.push(offset);
+    }
+    const first1 = bigText.length + 1;
+    assert.deepEqual(places, [first1, first1 + 1, first1 + 1 + getfd.length + 1]);
+    const withFds = received.filter((r) => r.fds.length > 0);
     const files = withFds.map((r) => r.fds.map((fd) => readlinkSync(`/proc/self/fd/${fd}`)));
     // sendFdScm(a); { fds: [b] }; { fds: [c, a] } in one message, in that order.
     assert.deepEqual(files, [[a.path], [b.path], [c.path, a.path]]);

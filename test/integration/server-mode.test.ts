@@ -364,7 +364,7 @@ void test("accept() with a timeout and no peer: TimeoutError DOMException, IDLE,
   await client.disconnect();
 });
 
-void test("accept() before startServer(): StateError when IDLE, QMPError while connect() runs", async (t) => {
+void test("accept() before startServer(): StateError when IDLE and while connect() runs", async (t) => {
   const client = newClient(t);
   const idle = await rejection(client.accept());
   assert.ok(idle instanceof StateError, String(idle));
@@ -377,8 +377,7 @@ void test("accept() before startServer(): StateError when IDLE, QMPError while c
   const connecting = rejection(client.connect(server.address));
   assert.equal(client.runstate, Runstate.CONNECTING);
   const noListener = await rejection(client.accept());
-  assert.ok(noListener instanceof QMPError, String(noListener));
-  assert.ok(!(noListener instanceof StateError));
+  assert.ok(noListener instanceof StateError, String(noListener));
   assert.match(noListener.message, /startServer/);
   assert.equal(client.runstate, Runstate.CONNECTING);
   await client.disconnect();

@@ -42,7 +42,6 @@ import {
   type Logger,
   Protocol,
   QMPClient,
-  QMPError,
   Runstate,
   StateError,
 } from "../../src/index.js";
@@ -86,7 +85,7 @@ class NullProtocol extends Protocol<Message> {
   }
 
   sendMsg(message: Message): Promise<void> {
-    return this.send(message);
+    return this.sendMessage(message);
   }
 
   /**
@@ -103,7 +102,7 @@ class EngineQMPServer extends Protocol<Message> {
   readonly received: Message[] = [];
 
   protected override async establishSession(): Promise<void> {
-    await this.send({ ...defaultGreeting() });
+    await this.sendMessage({ ...defaultGreeting() });
   }
 
   protected override handleMessage(message: Message): void {
@@ -120,7 +119,7 @@ class EngineQMPServer extends Protocol<Message> {
         },
       };
     if ("id" in message) reply["id"] = message["id"];
-    this.send(reply).catch(() => {});
+    this.sendMessage(reply).catch(() => {});
   }
 
   protected override handleOversize(): void {}
@@ -744,7 +743,7 @@ void describe("Accept (more)", () => {
     assert.equal(client.runstate, Runstate.IDLE);
   });
 
-  void test("accept() during connect() (CONNECTING, no server) is a QMPError", T, async (t) => {
+  void test("accept() during connect() (CONNECTING, no server) is a StateError", T, async (t) => {
     const client = track(t, new QMPClient());
     const { address, connection } = await silentTcpServer(t);
     const controller = new AbortController();
@@ -752,8 +751,11 @@ void describe("Accept (more)", () => {
     attempt.catch(() => {});
     await connection;
     await assert.rejects(client.accept(), (err: unknown) => {
-      assert.ok(err instanceof QMPError && !(err instanceof StateError), inspect(err));
-      assert.equal(err.message, "Cannot call accept() before startServer().");
+      assert.ok(err instanceof StateError, inspect(err));
+      assert.equal(
+        err.message,
+        "QMPClient is connecting with connect(): accept() needs startServer() first.",
+      );
       return true;
     });
     assert.equal(client.runstate, Runstate.CONNECTING);
@@ -762,7 +764,7 @@ void describe("Accept (more)", () => {
     assert.equal(client.runstate, Runstate.IDLE);
   });
 
-  void test("a second accept() while one waits is a QMPError", T, async (t) => {
+  void test("a second accept() while one waits is a StateError", T, async (t) => {
     const dir = await tempDir(t);
     const client = track(t, new QMPClient());
     await client.startServer(join(dir, "qmp.sock"));
@@ -770,8 +772,9 @@ void describe("Accept (more)", () => {
     const waiting = client.accept({ signal: controller.signal });
     waiting.catch(() => {});
     await assert.rejects(client.accept(), (err: unknown) => {
-      assert.ok(err instanceof QMPError && !(err instanceof StateError), inspect(err));
-      assert.equal(err.message, "accept() is already in progress.");
+      assert.ok(err instanceof StateError, inspect(err));
+      assert.equal(err.message, "QMPClient is already accepting: accept() is in progress.");
+      assert.equal(err.state, Runstate.CONNECTING);
       return true;
     });
     controller.abort();

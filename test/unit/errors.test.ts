@@ -5,7 +5,11 @@ import { describe, test } from "node:test";
 
 import * as pkg from "../../src/index.js";
 import {
+  AddressInUseError,
   BadReplyError,
+  ConnectCancelledError,
+  QueueFullError,
+  TransportError,
   ConnectError,
   DeserializationError,
   DuplicateIdError,
@@ -132,6 +136,30 @@ const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol:
     code: "QMP_ERR_PROCESS_EXITED",
     protocol: false,
   },
+  {
+    cls: TransportError,
+    make: () => new TransportError("m"),
+    code: "QMP_ERR_TRANSPORT",
+    protocol: false,
+  },
+  {
+    cls: AddressInUseError,
+    make: () => new AddressInUseError("m", "/run/x.sock"),
+    code: "QMP_ERR_ADDRESS_IN_USE",
+    protocol: false,
+  },
+  {
+    cls: QueueFullError,
+    make: () => new QueueFullError("m"),
+    code: "QMP_ERR_QUEUE_FULL",
+    protocol: false,
+  },
+  {
+    cls: ConnectCancelledError,
+    make: () => new ConnectCancelledError("m"),
+    code: "QMP_ERR_CONNECT_CANCELLED",
+    protocol: false,
+  },
 ];
 
 void describe("errors: every exported class", () => {
@@ -170,8 +198,12 @@ void describe("errors: every exported class", () => {
     assert.equal(new Set(made).size, made.length);
   });
 
-  void test("a subclass declared by a user gets its own name", () => {
-    class MyError extends ExecInterruptedError {}
+  void test("names are literal: a user's subclass names itself, as ours do", () => {
+    class Unnamed extends ExecInterruptedError {}
+    assert.equal(new Unnamed("m").name, "ExecInterruptedError");
+    class MyError extends ExecInterruptedError {
+      override readonly name: string = "MyError";
+    }
     const err = new MyError("m");
     assert.equal(err.name, "MyError");
     assert.equal(err.code, "QMP_ERR_EXEC_INTERRUPTED");

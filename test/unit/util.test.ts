@@ -220,7 +220,7 @@ void describe("traceText", () => {
 
 void describe("deadline", () => {
   void test("with no signal and no timeout, never aborts", () => {
-    const d = deadline({});
+    const d = deadline({}, "op");
     assert.equal(d.signal.aborted, false);
     d.dispose();
     d.dispose();
@@ -229,7 +229,7 @@ void describe("deadline", () => {
 
   void test("an already-aborted signal aborts at once with its reason", () => {
     const reason = new Error("stop");
-    const d = deadline({ signal: AbortSignal.abort(reason), timeout: 1000 });
+    const d = deadline({ signal: AbortSignal.abort(reason), timeout: 1000 }, "op");
     assert.equal(d.signal.aborted, true);
     assert.equal(d.signal.reason, reason);
     d.dispose();
@@ -237,7 +237,7 @@ void describe("deadline", () => {
 
   void test("follows a signal that aborts later, with the same reason", () => {
     const c = new AbortController();
-    const d = deadline({ signal: c.signal });
+    const d = deadline({ signal: c.signal }, "op");
     assert.equal(d.signal.aborted, false);
     const reason = { any: "value" };
     c.abort(reason);
@@ -249,19 +249,19 @@ void describe("deadline", () => {
   void test("any of several signals; undefined ones are ignored", () => {
     const a = new AbortController();
     const b = new AbortController();
-    const d = deadline({ signal: a.signal }, undefined, b.signal);
+    const d = deadline({ signal: a.signal }, "op", undefined, b.signal);
     b.abort("b");
     assert.equal(d.signal.reason, "b");
     a.abort("a");
     assert.equal(d.signal.reason, "b", "the first abort wins");
-    const extraOnly = deadline({}, b.signal);
+    const extraOnly = deadline({}, "op", b.signal);
     assert.equal(extraOnly.signal.reason, "b");
   });
 
   void test("an abort removes the listeners from every source", () => {
     const a = new AbortController();
     const b = new AbortController();
-    deadline({ signal: a.signal }, b.signal);
+    deadline({ signal: a.signal }, "op", b.signal);
     assert.equal(getEventListeners(a.signal, "abort").length, 1);
     assert.equal(getEventListeners(b.signal, "abort").length, 1);
     a.abort();
@@ -270,7 +270,7 @@ void describe("deadline", () => {
 
   void test("dispose() detaches: a later abort of the source is not followed", () => {
     const c = new AbortController();
-    const d = deadline({ signal: c.signal });
+    const d = deadline({ signal: c.signal }, "op");
     assert.equal(getEventListeners(c.signal, "abort").length, 1);
     d.dispose();
     assert.equal(getEventListeners(c.signal, "abort").length, 0);
@@ -280,7 +280,7 @@ void describe("deadline", () => {
 
   void test("timeout aborts with a TimeoutError DOMException when the timer fires", (t) => {
     t.mock.timers.enable({ apis: ["setTimeout"] });
-    const d = deadline({ timeout: 500 });
+    const d = deadline({ timeout: 500 }, "op");
     t.mock.timers.tick(499);
     assert.equal(d.signal.aborted, false);
     t.mock.timers.tick(1);
@@ -293,7 +293,7 @@ void describe("deadline", () => {
 
   void test("dispose() clears the timer", (t) => {
     t.mock.timers.enable({ apis: ["setTimeout"] });
-    const d = deadline({ timeout: 100 });
+    const d = deadline({ timeout: 100 }, "op");
     d.dispose();
     t.mock.timers.tick(1000);
     assert.equal(d.signal.aborted, false);
@@ -302,7 +302,7 @@ void describe("deadline", () => {
   void test("the timer also removes the source listeners", (t) => {
     t.mock.timers.enable({ apis: ["setTimeout"] });
     const c = new AbortController();
-    const d = deadline({ signal: c.signal, timeout: 5 });
+    const d = deadline({ signal: c.signal, timeout: 5 }, "op");
     t.mock.timers.tick(5);
     assert.equal((d.signal.reason as DOMException).name, "TimeoutError");
     assert.equal(getEventListeners(c.signal, "abort").length, 0);
@@ -312,8 +312,8 @@ void describe("deadline", () => {
 
   void test("timeout: Infinity and undefined set no timer", (t) => {
     t.mock.timers.enable({ apis: ["setTimeout"] });
-    const a = deadline({ timeout: Infinity });
-    const b = deadline({ timeout: undefined });
+    const a = deadline({ timeout: Infinity }, "op");
+    const b = deadline({ timeout: undefined }, "op");
     t.mock.timers.tick(2 ** 31);
     assert.equal(a.signal.aborted, false);
     assert.equal(b.signal.aborted, false);
@@ -321,7 +321,7 @@ void describe("deadline", () => {
 
   void test("timeout: 0 fires on the next timer tick", (t) => {
     t.mock.timers.enable({ apis: ["setTimeout"] });
-    const d = deadline({ timeout: 0 });
+    const d = deadline({ timeout: 0 }, "op");
     assert.equal(d.signal.aborted, false);
     t.mock.timers.tick(1);
     assert.equal(d.signal.aborted, true);
@@ -336,8 +336,8 @@ void describe("deadline", () => {
     };
     process.on("warning", onWarning);
     try {
-      const d = deadline({ timeout: 2 ** 31 });
-      const e = deadline({ timeout: Number.MAX_SAFE_INTEGER });
+      const d = deadline({ timeout: 2 ** 31 }, "op");
+      const e = deadline({ timeout: Number.MAX_SAFE_INTEGER }, "op");
       // Warnings are emitted on the next tick.
       await new Promise((resolve) => setImmediate(resolve));
       assert.equal(d.signal.aborted, false);
@@ -356,7 +356,11 @@ void describe("deadline", () => {
   void test("a bad timeout is a RangeError and leaves no listener behind", () => {
     for (const bad of [-1, Number.NaN, -Infinity]) {
       const c = new AbortController();
-      assert.throws(() => deadline({ signal: c.signal, timeout: bad }), RangeError, String(bad));
+      assert.throws(
+        () => deadline({ signal: c.signal, timeout: bad }, "op"),
+        RangeError,
+        String(bad),
+      );
       assert.equal(getEventListeners(c.signal, "abort").length, 0, String(bad));
     }
   });

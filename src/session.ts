@@ -1,0 +1,141 @@
+// One connection's session: its stream, reader and writer, and how and why it ended.
+
+import type { Duplex } from "node:stream";
+import { SessionEndedError } from "./errors.js";
+import { fdPassingTarget, loadFdSender, sendFdsOn } from "./fd-passing.js";
+import type { Frame } from "./framing.js";
+import { MessageReader } from "./reader.js";
+import { MessageWriter } from "./writer.js";
+
+/** What a {@link Session} asks of the protocol that runs it. */
+export interface SessionHooks<T> {
+  /** One inbound frame, in wire order. Throwing ends the session with that error. */
+  frame(frame: Frame): void;
+  /**
+   * The session is over, called once: `error` is what broke it (undefined
+   * for a clean end), `reason` the error to hand to everything still waiting.
+   */
+  ended(error: unknown, reason: Error): void;
+  /** Whether a reset is expected now (after `quit`): then it is a clean end. */
+  mayVanish(): boolean;
+  /** The message as a string for the wire. */
+  serialize(message: T): string;
+  /** Each message (or fd pass) as it is written: tracing and diagnostics. */
+  onWrite(message: T | undefined, fds: readonly number[] | undefined): void;
+}
+
+/** Limits of a {@link Session}. */
+export interface SessionLimits {
+  maxMessageSize: number;
+  maxQueuedMessages: number;
+}
+
+/**
+ * Owns a connected stream from the moment it is handed over: reads it,
+ * writes it, and ends exactly once — by the peer (end of stream, reset), by
+ * a protocol error, or locally (`close()`, `destroy()`). The first error is
+ * kept as the root cause.
+ */
+export class Session<T> {
+  readonly stream: Duplex;
+  readonly writer: MessageWriter<T>;
+  readonly #reader: MessageReader;
+  readonly #hooks: SessionHooks<T>;
+  #open = true;
+  #error: unknown;
+  #rejectEnded!: (reason: Error) => void;
+  /** Rejects when the session ends: with the error that broke it, or a {@link SessionEndedError}. */
+  readonly ended: Promise<never>;
+
+  constructor(stream: Duplex, limits: SessionLimits, hooks: SessionHooks<T>) {
+    this.stream = stream;
+    this.#hooks = hooks;
+    this.ended = new Promise<never>((_, reject) => (this.#rejectEnded = reject));
+    this.ended.catch(() => {});
+    this.writer = new MessageWriter<T>(stream, {
+      serialize: (m) => hooks.serialize(m),
+      onWrite: (m, fds) => hooks.onWrite(m, fds),
+      passFds: async (fds, stillOpen) => {
+        const sender = await loadFdSender();
+        await sendFdsOn(sender, fdPassingTarget(stream), fds, stillOpen);
+      },
+      onError: (err) => this.end(err),
+      maxQueued: limits.maxQueuedMessages,
+    });
+    stream.on("drain", () => this.writer.drained());
+    this.#reader = new MessageReader(stream, limits.maxMessageSize, {
+      frame: (frame) => {
+        try {
+          hooks.frame(frame);
+        } catch (err) {
+          this.end(err);
+        }
+      },
+      end: (err) => this.end(err),
+    });
+  }
+
+  /** Whether the session still runs (neither ended nor closing). */
+  get open(): boolean {
+    return this.#open;
+  }
+
+  /** The error that broke the session, if one did. */
+  get error(): unknown {
+    return this.#error;
+  }
+
+  /**
+   * End the session because of `err` (`undefined`: a clean end by the peer).
+   * A reset while the peer may vanish (after `quit`) counts as clean. Later
+   * calls are ignored.
+   */
+  end(err: unknown): void {
+    if (!this.#open) return;
+    if (err !== undefined && isConnectionLoss(err) && this.#hooks.mayVanish()) err = undefined;
+    const reason =
+      err instanceof Error ? err : new SessionEndedError("The peer closed the connection");
+    this.#finish(err, reason);
+    this.writer.abort(reason);
+    // After an error the stream is done for; after a clean end, close our side too.
+    if (err !== undefined) this.stream.destroy();
+    else this.stream.end();
+  }
+
+  /**
+   * End the session from our side, gracefully: stop reading, fail what
+   * waits for replies, write out what is queued and half-close, all within
+   * `signal` (then the rest is dropped). The stream is destroyed after.
+   */
+  async close(signal: AbortSignal): Promise<void> {
+    if (this.#open) {
+      this.#finish(undefined, new SessionEndedError("The session was closed by disconnect()"));
+      await this.writer.flush(signal);
+    }
+    this.destroy();
+  }
+
+  /** Tear down at once: nothing more is written or read. */
+  destroy(): void {
+    if (this.#open) this.#finish(undefined, new SessionEndedError("The session was destroyed"));
+    this.writer.abort(new SessionEndedError("The session was destroyed"));
+    this.stream.destroy();
+  }
+
+  #finish(err: unknown, reason: Error): void {
+    this.#open = false;
+    this.#error = err;
+    this.#reader.stop();
+    try {
+      this.#hooks.ended(err, reason);
+    } finally {
+      this.#rejectEnded(reason);
+    }
+  }
+}
+
+/** A reset or broken pipe: the peer is gone, rather than a protocol problem. */
+function isConnectionLoss(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "ECONNRESET" || code === "EPIPE" || code === "ECONNABORTED";
+}

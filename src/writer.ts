@@ -1,0 +1,369 @@
+// The outbound half of a session: an ordered queue of messages and fd passes,
+// serialized only when written, batched per tick, with backpressure.
+
+import type { Duplex } from "node:stream";
+import { QMPError, QueueFullError, SessionEndedError } from "./errors.js";
+
+/**
+ * What an fd pass waits for before it goes out: the replies to earlier
+ * commands that take fds (see `QMPClient`). `settled` is true once it may go.
+ */
+export interface Fence {
+  readonly settled: boolean;
+  readonly promise: Promise<void>;
+}
+
+/** One thing to send: a message, fds then a message, or fds alone. */
+export interface OutboundRequest<T> {
+  /** The message, serialized only when the writer gets to it. */
+  readonly message: T | undefined;
+  /** File descriptors to pass (SCM_RIGHTS) right before the message. */
+  readonly fds: readonly number[] | undefined;
+  /** What the fds wait for, besides the bytes queued before them. */
+  readonly fence: Fence | undefined;
+  /**
+   * Called once, just before the message is serialized and handed to the
+   * socket (after the fds went, if any). From here on the request is on the
+   * wire: it can no longer be cancelled.
+   */
+  writing(): void;
+  /** Called once, instead of or after `writing()`, when it was not (fully) written. */
+  failed(err: unknown): void;
+}
+
+/** A queued request, as the writer tracks it; opaque to callers (for `cancel()`). */
+export interface Ticket {
+  readonly request: unknown;
+}
+
+interface Entry<T> extends Ticket {
+  readonly request: OutboundRequest<T>;
+  /** queued → passing (an fd pass under way) → done; or queued → done. */
+  state: "queued" | "passing" | "done";
+}
+
+/** How the writer passes fds: resolves once the kernel has them (see `sendFdsOn`). */
+export type FdPasser = (fds: readonly number[], stillOpen: () => boolean) => Promise<void>;
+
+/** What a {@link MessageWriter} needs besides its stream. */
+export interface WriterOptions<T> {
+  /** The message as a string for the wire. */
+  serialize(message: T): string;
+  /** Called with each message as it is written (tracing, diagnostics). */
+  onWrite?: ((message: T | undefined, fds: readonly number[] | undefined) => void) | undefined;
+  /** Passes fds on the stream's socket. */
+  passFds: FdPasser;
+  /** The connection failed while passing fds: the session must end with `err`. */
+  onError(err: unknown): void;
+  /** Most requests waiting at once (not yet handed to the socket). */
+  maxQueued: number;
+}
+
+/** Bytes of serialized messages gathered before one `write()`. */
+const BATCH_BYTES = 64 * 1024;
+
+/**
+ * Writes requests in the order they were queued. Messages stay objects until
+ * the writer reaches them: everything queued in one tick goes out in one
+ * `write()`, and while the socket's buffer is full (`write()` returned
+ * false) nothing more is serialized until `'drain'`, so memory stays bounded
+ * by the socket's high-water mark and one batch, not by the queue.
+ *
+ * An fd pass holds everything behind it until it is done: its fence settles,
+ * every byte before it reaches the kernel, the fds go out with `sendmsg`,
+ * then its message is written.
+ */
+export class MessageWriter<T> {
+  readonly #stream: Duplex;
+  readonly #options: WriterOptions<T>;
+  #queue: Entry<T>[] = [];
+  #head = 0;
+  /** Requests waiting (queued and not cancelled). */
+  #waiting = 0;
+  #scheduled = false;
+  /** `write()` returned false: wait for `'drain'`. */
+  #blocked = false;
+  /** An fd pass is in progress; it holds the queue behind it. */
+  #passing = false;
+  /** Set by `abort()`: nothing more is written. */
+  #closed: { error: unknown } | undefined;
+  /** `flush()` is under way: fences are no longer waited for. */
+  #ending = false;
+  /** Wakes the waits of an fd pass on abort (and fence waits on flush). */
+  #wake: (() => void) | undefined;
+  /** Resolves when `flush()` has written the queue out. */
+  #flushed: (() => void) | undefined;
+
+  constructor(stream: Duplex, options: WriterOptions<T>) {
+    this.#stream = stream;
+    this.#options = options;
+  }
+
+  /** Whether `enqueue()` would refuse the next request with a {@link QueueFullError}. */
+  get full(): boolean {
+    return this.#waiting >= this.#options.maxQueued;
+  }
+
+  /**
+   * Queue `request`. It is written in a later tick, together with everything
+   * else queued by then.
+   *
+   * @throws {QueueFullError} when `maxQueued` requests are already waiting.
+   * @throws {SessionEndedError} after `abort()` or `flush()`.
+   */
+  enqueue(request: OutboundRequest<T>): Ticket {
+    if (this.#closed !== undefined || this.#ending) {
+      throw new SessionEndedError("The session is over");
+    }
+    if (this.full) {
+      throw new QueueFullError(
+        `${this.#waiting} messages are waiting for the socket (maxQueuedMessages ${this.#options.maxQueued})`,
+      );
+    }
+    const entry: Entry<T> = { request, state: "queued" };
+    this.#queue.push(entry);
+    this.#waiting++;
+    if (!this.#scheduled && !this.#blocked && !this.#passing) {
+      this.#scheduled = true;
+      process.nextTick(this.#run);
+    }
+    return entry;
+  }
+
+  /**
+   * Take a request out of the queue if it is still waiting: it will never be
+   * written, and neither `writing()` nor `failed()` is called. False when it
+   * is already (being) written.
+   */
+  cancel(ticket: Ticket): boolean {
+    const entry = ticket as Entry<T>;
+    if (entry.state !== "queued") return false;
+    entry.state = "done";
+    this.#waiting--;
+    // An fd pass waiting for its fence need not wait any longer.
+    this.#wake?.();
+    return true;
+  }
+
+  /** The socket's buffer has room again. */
+  drained(): void {
+    if (!this.#blocked) return;
+    this.#blocked = false;
+    this.#pump();
+  }
+
+  /**
+   * Write out what is queued, then end the stream (half-close). Fds whose
+   * fence has not settled are not passed (their requests fail with a
+   * {@link SessionEndedError}): the replies they wait for will not be read.
+   * Resolves when the stream has finished, or when `signal` aborts (then
+   * everything still waiting fails with the signal's reason).
+   */
+  async flush(signal: AbortSignal): Promise<void> {
+    if (this.#closed !== undefined) return;
+    this.#ending = true;
+    this.#wake?.();
+    const stream = this.#stream;
+    const done = new Promise<void>((resolve) => {
+      this.#flushed = resolve;
+      if (!this.#passing && !this.#blocked) this.#pump();
+    });
+    try {
+      await untilAborted(done, signal);
+      if (stream.destroyed || !stream.writable) return;
+      await untilAborted(
+        new Promise<void>((resolve) => {
+          stream.once("close", resolve);
+          stream.end(resolve);
+        }),
+        signal,
+      );
+    } catch (err) {
+      this.abort(err);
+    }
+  }
+
+  /**
+   * Stop for good: every request still waiting (and an fd pass under way)
+   * fails with `error`. Nothing more is written.
+   */
+  abort(error: unknown): void {
+    if (this.#closed !== undefined) return;
+    this.#closed = { error };
+    const queue = this.#queue;
+    const head = this.#head;
+    this.#queue = [];
+    this.#head = 0;
+    this.#waiting = 0;
+    this.#wake?.();
+    this.#flushed?.();
+    for (let i = head; i < queue.length; i++) {
+      const entry = queue[i]!;
+      if (entry.state === "done") continue;
+      entry.state = "done";
+      entry.request.failed(error);
+    }
+  }
+
+  readonly #run = (): void => {
+    this.#scheduled = false;
+    this.#pump();
+  };
+
+  /** Write queued messages until the queue is empty, the socket is full, or fds are next. */
+  #pump(): void {
+    if (this.#closed !== undefined || this.#passing) return;
+    const stream = this.#stream;
+    const options = this.#options;
+    const queue = this.#queue;
+    let batch = "";
+    while (this.#head < queue.length) {
+      const entry = queue[this.#head]!;
+      if (entry.state === "done") {
+        this.#head++;
+        continue;
+      }
+      if (entry.request.fds !== undefined) {
+        if (batch !== "" && !stream.write(batch)) this.#blocked = true;
+        void this.#pass(entry);
+        return;
+      }
+      this.#head++;
+      entry.state = "done";
+      this.#waiting--;
+      const request = entry.request;
+      const text = this.#serialize(request);
+      if (text === undefined) continue;
+      options.onWrite?.(request.message, undefined);
+      batch += text;
+      if (batch.length >= BATCH_BYTES) {
+        const ok = stream.write(batch);
+        batch = "";
+        if (!ok) {
+          this.#blocked = true;
+          break;
+        }
+      }
+    }
+    if (batch !== "" && !stream.write(batch)) this.#blocked = true;
+    this.#compact();
+    if (this.#head === this.#queue.length && !this.#blocked) this.#flushed?.();
+  }
+
+  /** `writing()` then the message's text; `undefined` (request failed) when it cannot be serialized. */
+  #serialize(request: OutboundRequest<T>): string | undefined {
+    if (request.message === undefined) {
+      request.writing();
+      return "";
+    }
+    request.writing();
+    try {
+      return this.#options.serialize(request.message);
+    } catch (err) {
+      request.failed(new TypeError(`The message cannot be serialized as JSON: ${String(err)}`));
+      return undefined;
+    }
+  }
+
+  #compact(): void {
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  /**
+   * Wait for `promise`, unless first the writer is aborted, `entry` cancelled,
+   * or (for a fence) the writer is ending. Resolves whether to go on.
+   */
+  #until(promise: Promise<void>, entry: Entry<T>, fence: boolean): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const stop = (): boolean =>
+        this.#closed !== undefined ||
+        entry.state === "done" ||
+        (fence && this.#ending) ||
+        this.#stream.destroyed;
+      if (stop()) {
+        resolve(false);
+        return;
+      }
+      this.#wake = () => {
+        if (stop()) resolve(false);
+      };
+      promise.then(
+        () => resolve(!stop()),
+        () => resolve(false),
+      );
+    }).finally(() => (this.#wake = undefined));
+  }
+
+  /** Pass the fds of `entry`, then write its message; then go on with the queue. */
+  async #pass(entry: Entry<T>): Promise<void> {
+    this.#passing = true;
+    const request = entry.request;
+    const stream = this.#stream;
+    let error: unknown;
+    try {
+      const fence = request.fence;
+      if (
+        fence !== undefined &&
+        !fence.settled &&
+        !(await this.#until(fence.promise, entry, true))
+      ) {
+        error = this.#closed?.error ?? ended("its fds were passed");
+      } else if (
+        stream.writableLength > 0 &&
+        // An empty write's callback runs once every byte before it has reached the kernel.
+        !(await this.#until(new Promise<void>((r) => stream.write("", () => r())), entry, false))
+      ) {
+        error = this.#closed?.error ?? ended("its fds were passed");
+      } else if (entry.state === "queued") {
+        // From here on the fds are on their way: no cancelling.
+        entry.state = "passing";
+        this.#waiting--;
+        await this.#options.passFds(
+          request.fds!,
+          () => this.#closed === undefined && !stream.destroyed,
+        );
+        if (this.#closed === undefined) {
+          entry.state = "done";
+          const text = this.#serialize(request);
+          if (text !== undefined) {
+            this.#options.onWrite?.(request.message, request.fds);
+            if (text !== "" && !stream.write(text)) this.#blocked = true;
+          }
+        }
+      }
+    } catch (err) {
+      error = err;
+      // A failure that is not ours (EPIPE, ECONNRESET) means the connection is gone.
+      if (!(err instanceof QMPError)) this.#options.onError(err);
+    } finally {
+      this.#passing = false;
+    }
+    if (entry.state !== "done") {
+      if (entry.state === "queued") this.#waiting--;
+      entry.state = "done";
+      request.failed(error ?? this.#closed?.error);
+    }
+    if (this.#queue[this.#head] === entry) this.#head++;
+    if (!this.#blocked) this.#pump();
+  }
+}
+
+function ended(what: string): SessionEndedError {
+  return new SessionEndedError(`The session ended before ${what}`);
+}
+
+/** `promise`, or the signal's reason once it aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
