@@ -17,17 +17,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import {
-  AddressInUseError,
-  ConnectError,
-  type InetAddress,
-  QMPClient,
-  QMPError,
-  Runstate,
-  StateError,
-} from "../../src/index.js";
+import { type InetAddress, QMPClient, QMPError, Runstate, StateError } from "../../src/index.js";
 import { FakeQMPServer, type FakePeer } from "../../src/testing/index.js";
 import { rejection, watchUnhandledRejections } from "../helpers/common.js";
+import { addressInUse } from "../helpers/listen.js";
 
 const unhandled = watchUnhandledRejections();
 
@@ -219,16 +212,6 @@ void test("a stale socket file (nobody listening) is replaced", async (t) => {
   assert.equal(client.runstate, Runstate.RUNNING);
   await client.disconnect();
 });
-
-/** The ConnectError of a startServer() that found `address` taken; returns its cause. */
-function addressInUse(err: unknown, address: string): AddressInUseError {
-  assert.ok(err instanceof ConnectError, String(err));
-  assert.match(err.message, /^Failed to establish connection: .*Cannot listen on /);
-  assert.ok(err.cause instanceof AddressInUseError, String(err.cause));
-  assert.equal(err.cause.code, "QMP_ERR_ADDRESS_IN_USE");
-  assert.equal(err.cause.address, address);
-  return err.cause;
-}
 
 void test("a path with a live listener: ConnectError caused by AddressInUseError; the listener still works", async (t) => {
   const dir = tempDir(t);
