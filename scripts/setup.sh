@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
 # Installs what qmp needs on Debian 12 (bookworm): QEMU 10.0 from bookworm-backports
 # (qemu-system-x86_64 and qemu-storage-daemon), openssl (for the TLS tests) and the npm dependencies.
+# With --qemu-7.2, also unpacks QEMU 7.2 for the tests (scripts/qemu-7.2.sh); not by default, to keep
+# the Quick start quick.
 set -euo pipefail
+with72=false
+for arg in "$@"; do
+  case "$arg" in
+    --qemu-7.2) with72=true ;;
+    *)
+      echo "usage: $0 [--qemu-7.2]" >&2
+      exit 2
+      ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -23,4 +35,7 @@ fi
 qemu-system-x86_64 --version | head -n 1
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   npm ci --no-audit --no-fund
+fi
+if $with72; then
+  echo "QEMU 7.2 for the tests: QMP_TEST_QEMU=$(./scripts/qemu-7.2.sh)"
 fi

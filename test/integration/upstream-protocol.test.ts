@@ -456,7 +456,8 @@ const acceptMode: Mode = {
       }
     }
   },
-  badCode: { INET: "EADDRINUSE", UNIX: "EEXIST" },
+  // INET: the port is taken; UNIX: a file that is not a socket is in the way.
+  badCode: { INET: "QMP_ERR_ADDRESS_IN_USE", UNIX: "QMP_ERR_ADDRESS_IN_USE" },
   async hanging(t, client, options) {
     const dir = await tempDir(t);
     const path = join(dir, "QMPClient.sock");
@@ -704,14 +705,14 @@ void describe("Connect (more)", () => {
 
 void describe("Accept (more)", () => {
   void test(
-    "testBadUNIX: a live listener on the path is a ConnectError caused by EADDRINUSE",
+    "testBadUNIX: a live listener on the path is a ConnectError caused by AddressInUseError",
     T,
     async (t) => {
       const server = await FakeQMPServer.listen();
       t.after(() => server.close());
       const client = track(t, new QMPClient());
       await assert.rejects(client.startServerAndAccept(server.address), (err) =>
-        assertConnectError(err, "Failed to establish connection", "EADDRINUSE"),
+        assertConnectError(err, "Failed to establish connection", "QMP_ERR_ADDRESS_IN_USE"),
       );
       assert.equal(client.runstate, Runstate.IDLE);
       // The other listener's socket is untouched.
