@@ -6,6 +6,7 @@ import {
   type CliIO,
   ExitStatus,
   connectFailure,
+  deadline,
   describe,
   isTimeout,
   optionError,
@@ -84,8 +85,8 @@ export async function runEvents(
     return usage(io, "events", optionError(err));
   }
 
-  const signal =
-    timeout === undefined ? stop : AbortSignal.any([stop, AbortSignal.timeout(timeout)]);
+  const limit = deadline(timeout, stop);
+  const signal = limit.signal;
   const client = new QMPClient({ name: "qmp events" });
   // Registered before connecting: events sent right after the greeting count too.
   const listener = client.listener(names, undefined, { maxPending: 100_000 });
@@ -122,6 +123,7 @@ export async function runEvents(
   } catch (err) {
     writeLine(io.stderr, `qmp events: ${describe(err)}`);
   } finally {
+    limit.clear();
     await client.destroy();
   }
   return received > 0 ? ExitStatus.OK : ExitStatus.FAILED;

@@ -7,6 +7,7 @@ import {
   ExitStatus,
   UsageError,
   connectFailure,
+  deadline,
   describe,
   isTimeout,
   looksLikeAddress,
@@ -112,7 +113,8 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
   }
 
   const seconds = options.timeout === undefined ? "" : `${options.timeout / 1000} s`;
-  const signal = options.timeout === undefined ? undefined : AbortSignal.timeout(options.timeout);
+  const limit = deadline(options.timeout);
+  const signal = limit.signal;
   const client = new QMPClient({ name: "qmp exec" });
   try {
     try {
@@ -140,6 +142,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     await client.disconnect().catch(() => {});
     return ExitStatus.OK;
   } finally {
+    limit.clear();
     await client.destroy();
   }
 }

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { type QMPClient } from "../index.js";
+import { deadline } from "./common.js";
 
 /** The QEMU the shell starts when it is given no address. */
 export const THROWAWAY_QEMU = [
@@ -126,10 +127,9 @@ export async function launchQemu(
 
   const gone = new AbortController();
   void exited.then(() => gone.abort(new LaunchError("QEMU exited")));
-  const signal =
-    options.signal === undefined ? gone.signal : AbortSignal.any([gone.signal, options.signal]);
+  const waiting = deadline(undefined, gone.signal, options.signal);
   try {
-    await client.accept({ signal });
+    await client.accept({ signal: waiting.signal });
   } catch (err) {
     await client.disconnect().catch(() => {});
     await stop();
@@ -146,6 +146,8 @@ export async function launchQemu(
       throw new LaunchError(`${binary} ${how} before it connected${output}`);
     }
     throw err;
+  } finally {
+    waiting.clear();
   }
   connected = true;
   for (const [line, stream] of tail.splice(0)) options.onOutput?.(line, stream);
