@@ -87,11 +87,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     addressText = first;
     words = words.slice(1);
   }
-  if (words.length === 0) {
-    // The note on QMP_SOCKET helps only when a command was taken for the address.
-    const hint = envSet || looksLikeAddress(first!) ? "" : " (and QMP_SOCKET is not set)";
-    return usage(io, "exec", `no COMMAND given${hint}`);
-  }
+  if (words.length === 0) return usage(io, "exec", missingWords(first, envSet));
 
   let message: CommandMessage;
   try {
@@ -145,6 +141,17 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     limit.clear();
     await client.destroy();
   }
+}
+
+/**
+ * What is missing when no word is left for COMMAND: `first` is the only
+ * word given (taken for the address), if any; `envSet` whether QMP_SOCKET is.
+ */
+function missingWords(first: string | undefined, envSet: boolean): string {
+  if (first === undefined) return envSet ? "no COMMAND given" : "no ADDRESS or COMMAND given";
+  // A lone word that does not look like an address was meant as the command.
+  if (envSet || looksLikeAddress(first)) return "no COMMAND given";
+  return `no ADDRESS given and QMP_SOCKET is not set (got only '${first}')`;
 }
 
 /**

@@ -117,13 +117,21 @@ void test("unknown commands are usage errors", async (t) => {
   assert.match(none.stderr, /^Usage: qmp /);
 });
 
-void test("shell and wrap: usage errors are one line and a pointer to --help, exit 2", async (t) => {
+void test("usage errors are one line and a pointer to --help, exit 2", async (t) => {
   const cases: [string[], string][] = [
     [["shell", "-H", "-N"], "qmp shell: -H (HMP) needs a negotiated session: it cannot go with -N"],
     [["shell", "a.sock", "b.sock"], "qmp shell: unexpected argument 'b.sock'"],
     [["shell", "--qemu", "q", "/run/vm.sock"], "qmp shell: --qemu is for the throwaway QEMU"],
     [["shell", "--bogus"], "qmp shell: unknown option '--bogus'\n"],
     [["exec", "--bogus", "x.sock", "stop"], "qmp exec: unknown option '--bogus'\n"],
+    [["exec"], "qmp exec: no ADDRESS or COMMAND given\n"],
+    [["exec", "-p"], "qmp exec: no ADDRESS or COMMAND given\n"],
+    [
+      ["exec", "query-status"],
+      "qmp exec: no ADDRESS given and QMP_SOCKET is not set (got only 'query-status')\n",
+    ],
+    [["exec", "/run/vm1.qmp"], "qmp exec: no COMMAND given\n"],
+    [["events"], "qmp events: no ADDRESS given and QMP_SOCKET is not set\n"],
     [["events", "-x"], "qmp events: unknown option '-x'\n"],
     [["shell", "-l", ""], "qmp shell: --log needs a file name"],
     [["shell", "host:port:x"], "qmp shell: "],
@@ -141,6 +149,11 @@ void test("shell and wrap: usage errors are one line and a pointer to --help, ex
     assert.ok(r.stderr.endsWith(`\nTry 'qmp ${command} --help' for more information.\n`), r.stderr);
     assert.equal(r.stderr.split("\n").length, 3, r.stderr);
   }
+  // With QMP_SOCKET set, what is missing is the command only.
+  const env = withoutSocket({ QMP_SOCKET: "/run/vm1.qmp" });
+  const bare = await qmp(t, ["exec"], { env });
+  assert.equal(bare.code, 2);
+  assert.match(bare.stderr, /^qmp exec: no COMMAND given\nTry /);
 });
 
 void test("wrap: a QEMU binary that does not exist is a one-line error, exit 2", async (t) => {
