@@ -152,6 +152,27 @@ export function deadline(
   return { signal: controller.signal, clear };
 }
 
+/** After this long without a greeting, say what may be wrong (the wait goes on). */
+export const GREETING_HINT_AFTER = 3000;
+
+/**
+ * Say on stderr, if connecting to `text` takes {@link GREETING_HINT_AFTER} ms,
+ * that another client may hold the monitor: QEMU serves one client per
+ * monitor socket and lets a second one wait, connected but not greeted.
+ *
+ * @returns a function that cancels the hint (call it once connected, or failed).
+ */
+export function greetingHint(io: CliIO, command: string, text: string): () => void {
+  const timer = setTimeout(() => {
+    writeLine(
+      io.stderr,
+      `qmp ${command}: no greeting from ${text} yet: another client may hold this monitor ` +
+        "(QEMU serves one at a time); still waiting (Ctrl-C to give up)",
+    );
+  }, GREETING_HINT_AFTER);
+  return () => clearTimeout(timer);
+}
+
 /** Whether `err` is the `TimeoutError` of a {@link deadline} (or an `AbortSignal.timeout()`). */
 export function isTimeout(err: unknown): boolean {
   return err instanceof DOMException && err.name === "TimeoutError";

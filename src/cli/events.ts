@@ -8,6 +8,7 @@ import {
   connectFailure,
   deadline,
   describe,
+  greetingHint,
   isTimeout,
   optionError,
   parseCount,
@@ -92,6 +93,7 @@ export async function runEvents(
   const listener = client.listener(names, undefined, { maxPending: 100_000 });
   let received = 0;
   try {
+    const hint = greetingHint(io, "events", address.text);
     try {
       await client.connect(address.address, { signal });
     } catch (err) {
@@ -101,6 +103,8 @@ export async function runEvents(
         : connectFailure(err);
       writeLine(io.stderr, `qmp events: cannot connect to ${address.text}: ${why}`);
       return ExitStatus.USAGE;
+    } finally {
+      hint();
     }
     if (verbose) {
       const v = client.greeting?.QMP.version.qemu;

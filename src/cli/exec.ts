@@ -9,6 +9,7 @@ import {
   connectFailure,
   deadline,
   describe,
+  greetingHint,
   isTimeout,
   looksLikeAddress,
   optionError,
@@ -113,12 +114,15 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
   const signal = limit.signal;
   const client = new QMPClient({ name: "qmp exec" });
   try {
+    const hint = greetingHint(io, "exec", address.text);
     try {
       await client.connect(address.address, { signal });
     } catch (err) {
       const why = isTimeout(err) ? `no QMP session within ${seconds}` : connectFailure(err);
       writeLine(io.stderr, `qmp exec: cannot connect to ${address.text}: ${why}`);
       return ExitStatus.USAGE;
+    } finally {
+      hint();
     }
     if (options.verbose) writeLine(io.stderr, JSON.stringify(message));
     const name = String(message.execute ?? message["exec-oob"]);

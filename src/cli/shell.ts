@@ -26,6 +26,7 @@ import {
   ExitStatus,
   connectFailure,
   describe,
+  greetingHint,
   optionError,
   resolveAddress,
   usage,
@@ -315,9 +316,6 @@ function isQuit(message: JsonObject): boolean {
   );
 }
 
-/** After this long without a greeting, say what may be wrong (the wait goes on). */
-const GREETING_HINT_AFTER = 3000;
-
 /** One shell session: the prompt loop over a connected client. */
 class Shell {
   /** `shell` or `wrap`: how messages name the command. */
@@ -374,18 +372,12 @@ class Shell {
     address: Parameters<QMPClient["connect"]>[0],
     text: string,
   ): Promise<ExitStatus> {
-    const hint = setTimeout(() => {
-      writeLine(
-        this.#io.stderr,
-        `qmp shell: connected to ${text}, but no greeting yet; ` +
-          "is another client using this monitor? (Ctrl-C to give up)",
-      );
-    }, GREETING_HINT_AFTER);
+    const hint = greetingHint(this.#io, this.#command, text);
     const connected = await this.#setUp(
       (signal) => this.#client.connect(address, { signal }),
       (err) =>
         `cannot connect to ${text}: ${err === undefined ? "interrupted" : connectFailure(err)}`,
-    ).finally(() => clearTimeout(hint));
+    ).finally(hint);
     if (!connected) return ExitStatus.USAGE;
     return this.#session(`at ${text}`);
   }
