@@ -1,7 +1,7 @@
 // Real QEMU: `qmp shell` and `qmp wrap` reading lines from a pipe (no terminal) — output, log, exit status.
 
 import assert from "node:assert/strict";
-import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
 import { QMPClient } from "../../src/index.js";
@@ -308,6 +308,16 @@ void test(
     assert.deepEqual([qemu.child.exitCode, qemu.child.signalCode], [0, null]);
   },
 );
+
+void test("wrap: a temp dir with a comma in its path (doubled for QEMU)", T, async (t) => {
+  const tmp = join(tempDir(t), "a,b=c");
+  mkdirSync(tmp);
+  const env = withoutSocket({ TMPDIR: tmp, HOME: tempDir(t) });
+  const r = await qmp(t, ["wrap", "--", ...qemuCommand()], { stdin: "query-name\n", env });
+  assert.equal(r.stdout, '{"return": {}}\n', r.stderr);
+  assert.equal(r.code, 0);
+  assert.deepEqual(readdirSync(tmp), []);
+});
 
 void test("wrap: what QEMU prints before it connects is shown too", T, async (t) => {
   const env = privateTmp(t);
