@@ -206,11 +206,15 @@ function keysOf(tty: NodeJS.ReadableStream): PassThrough {
 
 /**
  * Feed the keys read from the terminal `tty` to readline's input `keys`.
- * readline's pauses (while it completes, and once closed) pause the terminal.
+ * readline completes on a Tab only when it is the last key of a read: two
+ * Tabs in one read (a paste, a slow link) would insert a tab, then complete
+ * on it. A run of Tabs that ends a read is passed on one Tab per chunk
+ * instead, so they complete like Tabs pressed one at a time. readline's
+ * pauses (while it completes, and once closed) pause the terminal.
  */
 function feedKeys(tty: NodeJS.ReadableStream, keys: PassThrough, rl: readline.Interface): void {
   const onData = (chunk: Buffer | string): void => {
-    keys.write(chunk);
+    for (const piece of splitTrailingTabs(Buffer.from(chunk))) keys.write(piece);
   };
   const onEnd = (): void => {
     keys.end();
@@ -224,6 +228,21 @@ function feedKeys(tty: NodeJS.ReadableStream, keys: PassThrough, rl: readline.In
     tty.off("end", onEnd);
     tty.pause();
   });
+}
+
+/**
+ * A read split so that each Tab of a run of two or more that ends it is the
+ * last byte of its own piece: `"qco\t\t"` → `"qco\t"`, `"\t"`. Any other read
+ * is one piece (Tabs inside pasted text stay text).
+ */
+export function splitTrailingTabs(chunk: Buffer): Buffer[] {
+  let start = chunk.length;
+  while (start > 0 && chunk[start - 1] === 0x09) start--;
+  const tabs = chunk.length - start;
+  if (tabs < 2) return [chunk];
+  const pieces = [chunk.subarray(0, start + 1)];
+  for (let i = start + 1; i < chunk.length; i++) pieces.push(chunk.subarray(i, i + 1));
+  return pieces;
 }
 
 /**
