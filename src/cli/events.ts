@@ -22,7 +22,7 @@ import {
 export const EVENTS_HELP = `Usage: qmp events [options] [ADDRESS]
 
 Print QMP events as they arrive, one JSON object per line (for jq):
-{"event":"STOP","timestamp":{"seconds":…,"microseconds":…}}
+{"timestamp":{"seconds":…,"microseconds":…},"event":"STOP"}
 
 Stops after --count events, after --timeout seconds, when QEMU closes the
 connection, or on Ctrl-C. ADDRESS is a UNIX socket path, HOST:PORT or

@@ -44,7 +44,7 @@ out, QMP_SOCKET gives it. With neither, the shell starts a throwaway
 "qemu-system-x86_64 -machine none -nodefaults -display none" of its own,
 and stops it when you leave.
 
-${typing("QEMU keeps running, unless qmp started it")}
+${typing("QEMU keeps running, unless it is the throwaway one")}
 
 Options:
 ${SHELL_OPTIONS}
@@ -66,7 +66,7 @@ removes the socket. QEMU's own output is printed above the prompt.
 
   qmp wrap -- qemu-system-x86_64 -machine q35 -m 1G -display none
 
-${typing("QEMU keeps running, unless qmp started it")}
+${typing("and stop QEMU")}
 
 Options:
 ${SHELL_OPTIONS}

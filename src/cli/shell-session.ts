@@ -279,7 +279,8 @@ export class Shell {
       this.#note(`Disconnected: ${describe(error)}`);
       status = ExitStatus.FAILED;
     } else {
-      this.#note("Disconnected");
+      // Reading a pipe (a script), the end of the session is no news.
+      if (isTTY(this.#io.stdin)) this.#note("Disconnected");
       if (this.#failed && !this.#interactive) status = ExitStatus.FAILED;
     }
     // Two shells append to one file; the one that leaves cuts it down.
