@@ -103,7 +103,77 @@ export function parseCount(option: string, text: string | undefined): number | u
   return n;
 }
 
-/** Whether `err` is the `TimeoutError` of an `AbortSignal.timeout()`. */
+/** A signal that a timer of our own or other signals abort; {@link Deadline.clear} it when done. */
+export interface Deadline {
+  /** Aborts with a `TimeoutError` `DOMException` after the timeout, or with a source's reason. */
+  readonly signal: AbortSignal;
+  /** Stop the timer and the listeners on the sources (call it in `finally`). */
+  clear(): void;
+}
+
+/**
+ * A signal that aborts after `timeout` milliseconds (never, if `undefined`),
+ * or when one of `sources` aborts, with that source's reason.
+ *
+ * Not `AbortSignal.any([…, AbortSignal.timeout()])`: on Node 20 the composed
+ * signal holds its sources weakly, and an `AbortSignal.timeout()` nobody else
+ * holds may be garbage collected before it fires — then the timeout never
+ * comes. The timer here is ours and held until {@link Deadline.clear}.
+ */
+export function deadline(
+  timeout: number | undefined,
+  ...sources: (AbortSignal | undefined)[]
+): Deadline {
+  const controller = new AbortController();
+  const cleanups: (() => void)[] = [];
+  for (const source of sources) {
+    if (source === undefined) continue;
+    if (source.aborted) {
+      controller.abort(source.reason);
+      break;
+    }
+    const onAbort = (): void => controller.abort(source.reason);
+    source.addEventListener("abort", onAbort, { once: true });
+    cleanups.push(() => source.removeEventListener("abort", onAbort));
+  }
+  if (timeout !== undefined && !controller.signal.aborted) {
+    const timer = setTimeout(() => {
+      controller.abort(
+        new DOMException("The operation was aborted due to timeout", "TimeoutError"),
+      );
+    }, timeout);
+    cleanups.push(() => clearTimeout(timer));
+  }
+  // Once aborted, the timer and the other sources' listeners are of no more use.
+  const clear = (): void => {
+    for (const cleanup of cleanups.splice(0)) cleanup();
+  };
+  controller.signal.addEventListener("abort", clear, { once: true });
+  return { signal: controller.signal, clear };
+}
+
+/** After this long without a greeting, say what may be wrong (the wait goes on). */
+export const GREETING_HINT_AFTER = 3000;
+
+/**
+ * Say on stderr, if connecting to `text` takes {@link GREETING_HINT_AFTER} ms,
+ * that another client may hold the monitor: QEMU serves one client per
+ * monitor socket and lets a second one wait, connected but not greeted.
+ *
+ * @returns a function that cancels the hint (call it once connected, or failed).
+ */
+export function greetingHint(io: CliIO, command: string, text: string): () => void {
+  const timer = setTimeout(() => {
+    writeLine(
+      io.stderr,
+      `qmp ${command}: no greeting from ${text} yet: another client may hold this monitor ` +
+        "(QEMU serves one at a time); still waiting (Ctrl-C to give up)",
+    );
+  }, GREETING_HINT_AFTER);
+  return () => clearTimeout(timer);
+}
+
+/** Whether `err` is the `TimeoutError` of a {@link deadline} (or an `AbortSignal.timeout()`). */
 export function isTimeout(err: unknown): boolean {
   return err instanceof DOMException && err.name === "TimeoutError";
 }

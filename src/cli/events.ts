@@ -6,7 +6,9 @@ import {
   type CliIO,
   ExitStatus,
   connectFailure,
+  deadline,
   describe,
+  greetingHint,
   isTimeout,
   optionError,
   parseCount,
@@ -20,7 +22,7 @@ import {
 export const EVENTS_HELP = `Usage: qmp events [options] [ADDRESS]
 
 Print QMP events as they arrive, one JSON object per line (for jq):
-{"event":"STOP","timestamp":{"seconds":…,"microseconds":…}}
+{"timestamp":{"seconds":…,"microseconds":…},"event":"STOP"}
 
 Stops after --count events, after --timeout seconds, when QEMU closes the
 connection, or on Ctrl-C. ADDRESS is a UNIX socket path, HOST:PORT or
@@ -84,13 +86,14 @@ export async function runEvents(
     return usage(io, "events", optionError(err));
   }
 
-  const signal =
-    timeout === undefined ? stop : AbortSignal.any([stop, AbortSignal.timeout(timeout)]);
+  const limit = deadline(timeout, stop);
+  const signal = limit.signal;
   const client = new QMPClient({ name: "qmp events" });
   // Registered before connecting: events sent right after the greeting count too.
   const listener = client.listener(names, undefined, { maxPending: 100_000 });
   let received = 0;
   try {
+    const hint = greetingHint(io, "events", address.text);
     try {
       await client.connect(address.address, { signal });
     } catch (err) {
@@ -100,6 +103,8 @@ export async function runEvents(
         : connectFailure(err);
       writeLine(io.stderr, `qmp events: cannot connect to ${address.text}: ${why}`);
       return ExitStatus.USAGE;
+    } finally {
+      hint();
     }
     if (verbose) {
       const v = client.greeting?.QMP.version.qemu;
@@ -122,6 +127,7 @@ export async function runEvents(
   } catch (err) {
     writeLine(io.stderr, `qmp events: ${describe(err)}`);
   } finally {
+    limit.clear();
     await client.destroy();
   }
   return received > 0 ? ExitStatus.OK : ExitStatus.FAILED;

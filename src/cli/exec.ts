@@ -7,7 +7,9 @@ import {
   ExitStatus,
   UsageError,
   connectFailure,
+  deadline,
   describe,
+  greetingHint,
   isTimeout,
   looksLikeAddress,
   optionError,
@@ -86,11 +88,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     addressText = first;
     words = words.slice(1);
   }
-  if (words.length === 0) {
-    // The note on QMP_SOCKET helps only when a command was taken for the address.
-    const hint = envSet || looksLikeAddress(first!) ? "" : " (and QMP_SOCKET is not set)";
-    return usage(io, "exec", `no COMMAND given${hint}`);
-  }
+  if (words.length === 0) return usage(io, "exec", missingWords(first, envSet));
 
   let message: CommandMessage;
   try {
@@ -112,15 +110,19 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
   }
 
   const seconds = options.timeout === undefined ? "" : `${options.timeout / 1000} s`;
-  const signal = options.timeout === undefined ? undefined : AbortSignal.timeout(options.timeout);
+  const limit = deadline(options.timeout);
+  const signal = limit.signal;
   const client = new QMPClient({ name: "qmp exec" });
   try {
+    const hint = greetingHint(io, "exec", address.text);
     try {
       await client.connect(address.address, { signal });
     } catch (err) {
       const why = isTimeout(err) ? `no QMP session within ${seconds}` : connectFailure(err);
       writeLine(io.stderr, `qmp exec: cannot connect to ${address.text}: ${why}`);
       return ExitStatus.USAGE;
+    } finally {
+      hint();
     }
     if (options.verbose) writeLine(io.stderr, JSON.stringify(message));
     const name = String(message.execute ?? message["exec-oob"]);
@@ -140,8 +142,20 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     await client.disconnect().catch(() => {});
     return ExitStatus.OK;
   } finally {
+    limit.clear();
     await client.destroy();
   }
+}
+
+/**
+ * What is missing when no word is left for COMMAND: `first` is the only
+ * word given (taken for the address), if any; `envSet` whether QMP_SOCKET is.
+ */
+function missingWords(first: string | undefined, envSet: boolean): string {
+  if (first === undefined) return envSet ? "no COMMAND given" : "no ADDRESS or COMMAND given";
+  // A lone word that does not look like an address was meant as the command.
+  if (envSet || looksLikeAddress(first)) return "no COMMAND given";
+  return `no ADDRESS given and QMP_SOCKET is not set (got only '${first}')`;
 }
 
 /**

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { type QMPClient } from "../index.js";
+import { deadline } from "./common.js";
 
 /** The QEMU the shell starts when it is given no address. */
 export const THROWAWAY_QEMU = [
@@ -83,14 +84,7 @@ export async function launchQemu(
     removeDir();
     throw err;
   }
-  const full = [
-    binary,
-    ...args,
-    "-chardev",
-    `socket,id=${CHARDEV_ID},path=${path}`,
-    "-mon",
-    `chardev=${CHARDEV_ID},mode=control`,
-  ];
+  const full = [binary, ...args, ...monitorArgs(path)];
   const child = spawn(binary, full.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   const tail: [string, "stdout" | "stderr"][] = [];
   let connected = false;
@@ -126,10 +120,9 @@ export async function launchQemu(
 
   const gone = new AbortController();
   void exited.then(() => gone.abort(new LaunchError("QEMU exited")));
-  const signal =
-    options.signal === undefined ? gone.signal : AbortSignal.any([gone.signal, options.signal]);
+  const waiting = deadline(undefined, gone.signal, options.signal);
   try {
-    await client.accept({ signal });
+    await client.accept({ signal: waiting.signal });
   } catch (err) {
     await client.disconnect().catch(() => {});
     await stop();
@@ -146,10 +139,33 @@ export async function launchQemu(
       throw new LaunchError(`${binary} ${how} before it connected${output}`);
     }
     throw err;
+  } finally {
+    waiting.clear();
   }
   connected = true;
   for (const [line, stream] of tail.splice(0)) options.onOutput?.(line, stream);
   return { child, argv: full, exited, stop };
+}
+
+/**
+ * The QEMU options that add a QMP monitor connecting to the UNIX socket at
+ * `path`: `-chardev socket,…,path=…` and `-mon …,mode=control`.
+ */
+export function monitorArgs(path: string): string[] {
+  return [
+    "-chardev",
+    `socket,id=${CHARDEV_ID},path=${qemuOptionValue(path)}`,
+    "-mon",
+    `chardev=${CHARDEV_ID},mode=control`,
+  ];
+}
+
+/**
+ * A value for a comma-separated QEMU option (`key=value,key=value`): QEMU
+ * reads a doubled comma as a comma of the value, so commas are doubled.
+ */
+export function qemuOptionValue(value: string): string {
+  return value.replaceAll(",", ",,");
 }
 
 /** Call `fn` with each line of `stream` (UTF-8), the last unterminated one at its end. */

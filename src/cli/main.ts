@@ -20,7 +20,7 @@ ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT; when it is left
 out, the QMP_SOCKET environment variable gives it.
 
 Options:
-  -h, --help        show this help; "qmp COMMAND --help" shows a command's
+  -h, --help        show this help
   -V, --version     print the version of qmp
 
 Run "qmp COMMAND --help" for a command's options and exit statuses.

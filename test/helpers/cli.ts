@@ -39,12 +39,14 @@ export interface RunQmpOptions {
    * `{ pipe: true }` leaves the pipe open (write to `child.stdin`); default: nothing.
    */
   stdin?: string | { pipe: true };
+  /** Options for node itself, before the launcher (`--expose-gc`, `--import …`). */
+  nodeArgs?: string[];
 }
 
 /** Start `node bin/qmp.js ...args`; it is killed after the test if still running. */
 export function runQmp(t: TestContext, args: string[], options: RunQmpOptions = {}): CliRun {
   const env = options.env ?? withoutSocket();
-  const child = spawn(process.execPath, [QMP_BIN, ...args], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), QMP_BIN, ...args], {
     cwd: ROOT,
     env,
     stdio: [options.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],

@@ -67,6 +67,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
     ["shell", "wrap", "exec", "events"],
   );
   assert.deepEqual(helpOptions(r.stdout), ["-h, --help", "-V, --version"]);
+  assert.match(r.stdout, /^ {2}-h, --help {8}show this help$/m);
   for (const option of ["--help", "--version"])
     assert.ok(cli.includes(`\`qmp ${option}\``), option);
   assert.ok(cli.includes("`QMP_SOCKET`") && r.stdout.includes("QMP_SOCKET"));
@@ -91,6 +92,8 @@ for (const command of ["exec", "events", "shell", "wrap"]) {
       assert.ok(row !== null, `${option} missing from the README`);
       assert.equal(row[1], m[2], `${option}: README and --help differ`);
     }
+    // Every help says the same of --help, in a whole sentence.
+    assert.match(r.stdout, /^ {2}-h, --help {2,}show this help$/m);
     // Both document every exit status.
     for (const status of ["0", "1", "2"]) {
       assert.match(r.stdout, new RegExp(`^ {2}${status} {2}\\S`, "m"));
@@ -99,6 +102,42 @@ for (const command of ["exec", "events", "shell", "wrap"]) {
     assert.equal((await qmp(t, [command, "-h"])).stdout, r.stdout);
   });
 }
+
+void test("README: each example's error lines name the command that printed them", () => {
+  const cli = section(README, "## The `qmp` command");
+  let checked = 0;
+  for (const block of cli.matchAll(/^```sh\n([\s\S]*?)^```$/gm)) {
+    let command: string | undefined;
+    for (const line of block[1]!.split("\n")) {
+      const run = /^\$ (?:\S+=\S+ )*qmp (\w+)/.exec(line);
+      if (run !== null) command = run[1];
+      else if (/^qmp[ :]/.test(line)) {
+        assert.ok(line.startsWith(`qmp ${command}: `), `${line} (after qmp ${command})`);
+        checked++;
+      }
+    }
+  }
+  assert.ok(checked >= 1, "no error line found");
+});
+
+void test("qmp events --help shows an event's members in QEMU's order, as the README does", async (t) => {
+  const help = (await qmp(t, ["events", "--help"])).stdout;
+  const example = /^\{"timestamp".*$/m.exec(help)?.[0];
+  assert.ok(example !== undefined, help);
+  const keys = (line: string): string[] =>
+    Object.keys(JSON.parse(line.replaceAll("…", "0")) as object);
+  const readme = /^\{"timestamp".*"event".*\}$/m.exec(section(README, "### `qmp events`"))?.[0];
+  assert.ok(readme !== undefined);
+  assert.deepEqual(keys(example), keys(readme));
+  assert.deepEqual(keys(example), ["timestamp", "event"]);
+});
+
+void test("Ctrl-D in the help: wrap stops QEMU, shell stops only its throwaway one", async (t) => {
+  const ctrlD = async (command: string): Promise<string> =>
+    /^ {2}Ctrl-D +(.*)$/m.exec((await qmp(t, [command, "--help"])).stdout)![1]!;
+  assert.equal(await ctrlD("wrap"), "leave (and stop QEMU)");
+  assert.equal(await ctrlD("shell"), "leave (QEMU keeps running, unless it is the throwaway one)");
+});
 
 void test("qmp --version prints the package's version", async (t) => {
   const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string };
@@ -117,13 +156,21 @@ void test("unknown commands are usage errors", async (t) => {
   assert.match(none.stderr, /^Usage: qmp /);
 });
 
-void test("shell and wrap: usage errors are one line and a pointer to --help, exit 2", async (t) => {
+void test("usage errors are one line and a pointer to --help, exit 2", async (t) => {
   const cases: [string[], string][] = [
     [["shell", "-H", "-N"], "qmp shell: -H (HMP) needs a negotiated session: it cannot go with -N"],
     [["shell", "a.sock", "b.sock"], "qmp shell: unexpected argument 'b.sock'"],
     [["shell", "--qemu", "q", "/run/vm.sock"], "qmp shell: --qemu is for the throwaway QEMU"],
     [["shell", "--bogus"], "qmp shell: unknown option '--bogus'\n"],
     [["exec", "--bogus", "x.sock", "stop"], "qmp exec: unknown option '--bogus'\n"],
+    [["exec"], "qmp exec: no ADDRESS or COMMAND given\n"],
+    [["exec", "-p"], "qmp exec: no ADDRESS or COMMAND given\n"],
+    [
+      ["exec", "query-status"],
+      "qmp exec: no ADDRESS given and QMP_SOCKET is not set (got only 'query-status')\n",
+    ],
+    [["exec", "/run/vm1.qmp"], "qmp exec: no COMMAND given\n"],
+    [["events"], "qmp events: no ADDRESS given and QMP_SOCKET is not set\n"],
     [["events", "-x"], "qmp events: unknown option '-x'\n"],
     [["shell", "-l", ""], "qmp shell: --log needs a file name"],
     [["shell", "host:port:x"], "qmp shell: "],
@@ -141,6 +188,11 @@ void test("shell and wrap: usage errors are one line and a pointer to --help, ex
     assert.ok(r.stderr.endsWith(`\nTry 'qmp ${command} --help' for more information.\n`), r.stderr);
     assert.equal(r.stderr.split("\n").length, 3, r.stderr);
   }
+  // With QMP_SOCKET set, what is missing is the command only.
+  const env = withoutSocket({ QMP_SOCKET: "/run/vm1.qmp" });
+  const bare = await qmp(t, ["exec"], { env });
+  assert.equal(bare.code, 2);
+  assert.match(bare.stderr, /^qmp exec: no COMMAND given\nTry /);
 });
 
 void test("wrap: a QEMU binary that does not exist is a one-line error, exit 2", async (t) => {

@@ -68,6 +68,28 @@ void test(
   },
 );
 
+void test(
+  "two Tabs in one read (a paste, a slow link) list the candidates like two keypresses",
+  T,
+  async (t) => {
+    const names = ["query-name", "query-status", "query-uuid"];
+    await using server = await FakeQMPServer.listen({
+      handlers: { "query-commands": () => ({ return: names.map((name) => ({ name })) }) },
+    });
+    const pty = await fakeShell(t, server.address as string);
+    pty.write("query-\t\t");
+    await pty.waitFor(/^query-name +query-status +query-uuid *\n+\(QEMU\) query-$/m, {
+      what: "the candidates, then the prompt with the line as typed",
+    });
+    assert.ok(!pty.output().includes("query-\t"), "a literal tab was inserted");
+    // Ctrl-D leaves on an empty line only: Ctrl-U empties it first.
+    pty.write("\x15");
+    await pty.waitFor(/^\(QEMU\)$/m);
+    pty.write("\x04");
+    assert.deepEqual(await pty.done, { code: 0, signal: null });
+  },
+);
+
 /** Resolves once the peer has received `command`. */
 async function waitForCommand(peer: FakePeer, command: string): Promise<void> {
   for (let i = 0; i < 50; i++) {

@@ -220,10 +220,13 @@ void test("exec and events take the address from QMP_SOCKET", T, async (t) => {
   assert.equal(other.code, 2);
   assert.match(other.stderr, /cannot connect to .*other\.sock/);
 
-  // Without it, the lone word is taken as the address.
+  // Without it, a lone word that is no address is a command with no address.
   const unset = await qmp(t, ["exec", "query-status"]);
   assert.equal(unset.code, 2);
-  assert.match(unset.stderr, /no COMMAND given \(and QMP_SOCKET is not set\)/);
+  assert.match(
+    unset.stderr,
+    /^qmp exec: no ADDRESS given and QMP_SOCKET is not set \(got only 'query-status'\)\n/,
+  );
   const noAddress = await qmp(t, ["events"]);
   assert.equal(noAddress.code, 2);
   assert.match(noAddress.stderr, /no ADDRESS given and QMP_SOCKET is not set/);
