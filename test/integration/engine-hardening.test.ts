@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { once } from "node:events";
+import { createRequire } from "node:module";
 import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -41,6 +42,21 @@ const unhandled = watchUnhandledRejections();
 
 /** Tests that could hang: a hang is a failure, not a stuck run. */
 const T = { timeout: 10_000 } as const;
+
+/** Tests that pass real fds: they need the optional dependency koffi. */
+const FD = {
+  ...T,
+  skip: canLoad("koffi") ? false : "koffi (optional dependency) is not installed",
+} as const;
+
+function canLoad(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const STATUS = { status: "running", running: true };
 
@@ -158,7 +174,7 @@ for (const disconnectTimeout of [undefined, 200]) {
     disconnectTimeout === undefined ? "default disconnectTimeout" : "disconnectTimeout 200";
   void test(
     `disconnect() with an unanswered command and an fd command behind it resolves (${label})`,
-    T,
+    FD,
     async (t) => {
       const options: QMPClientOptions =
         disconnectTimeout === undefined ? {} : { disconnectTimeout };
@@ -183,7 +199,7 @@ for (const disconnectTimeout of [undefined, 200]) {
 
 void test(
   "destroy() with an unanswered command and an fd command behind it resolves",
-  T,
+  FD,
   async (t) => {
     const { client, peer } = await fakeSession(
       t,
@@ -221,7 +237,7 @@ void test(
 
 void test(
   "destroy() during a disconnect() held up by an fd command waiting on the fence",
-  T,
+  FD,
   async (t) => {
     const { client, peer } = await fakeSession(
       t,
@@ -245,7 +261,7 @@ void test(
 
 void test(
   "with OOB, an fd command does not wait for an unrelated unanswered command",
-  T,
+  FD,
   async (t) => {
     const { client, peer } = await fakeSession(t, {
       handlers: { hold: () => undefined, getfd: () => ({ return: {} }) },
@@ -273,7 +289,7 @@ void test(
 
 void test(
   "an fd command still waits for the reply to an earlier fd command (guard)",
-  T,
+  FD,
   async (t) => {
     let release!: () => void;
     const first = new Promise<void>((resolve) => (release = resolve));
