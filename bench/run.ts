@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
-import { JsonObjectScanner, QMPClient } from "../src/index.js";
+import { JsonObjectScanner } from "../src/framing.js";
+import { QMPClient } from "../src/index.js";
 import { duplexPair } from "../test/helpers/duplex.js";
 
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 7);

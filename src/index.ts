@@ -10,6 +10,7 @@ export {
 } from "./qmp-client.js";
 export {
   Protocol,
+  DEFAULT_MAX_QUEUED_MESSAGES,
   type ProtocolOptions,
   type ProtocolEvents,
   type ConnectOptions,
@@ -60,12 +61,8 @@ export {
   type ListenOptions,
   type TlsConnectOptions,
 } from "./transport.js";
-export {
-  JsonObjectScanner,
-  DEFAULT_MAX_MESSAGE_SIZE,
-  type Frame,
-  type ScannerOptions,
-} from "./framing.js";
+// The scanner itself is in the subpath "qmp/framing": a tool, not part of the client's API.
+export { DEFAULT_MAX_MESSAGE_SIZE } from "./framing.js";
 export type {
   JsonValue,
   JsonObject,

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { JsonObjectScanner } from "../../src/index.js";
+import { JsonObjectScanner } from "../../src/framing.js";
 
 /** The greeting the peer sends: QEMU 10.0, offering `oob`. */
 export const PLAIN_GREETING =

@@ -1,6 +1,8 @@
 // Unit tests of the small helpers: secret redaction (SPEC §6), trace text, deadlines.
 
 import assert from "node:assert/strict";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { getEventListeners } from "node:events";
 import { describe, test } from "node:test";
 
@@ -422,4 +424,30 @@ void describe("redact: HMP and near-miss names", () => {
     };
     assert.deepEqual(redact(msg), msg);
   });
+});
+
+void test("deadline(): the timeout fires even when garbage collection runs meanwhile", async () => {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const outer = new AbortController();
+  // Only the composed signal is kept: the timer must hold itself.
+  const { signal } = deadline({ timeout: 30 }, "op", outer.signal);
+  const fired = new Promise<void>((resolve) =>
+    signal.addEventListener("abort", () => resolve(), { once: true }),
+  );
+  const collect = setInterval(gc, 2);
+  let guard: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      fired,
+      new Promise((_, reject) => {
+        guard = setTimeout(() => reject(new Error("the timeout never fired")), 5000);
+      }),
+    ]);
+  } finally {
+    clearInterval(collect);
+    clearTimeout(guard);
+  }
+  assert.equal((signal.reason as DOMException).name, "TimeoutError");
+  assert.match((signal.reason as DOMException).message, /^op timed out after 30 ms$/);
 });
