@@ -1,12 +1,14 @@
 // The calls of a QMP client in flight: ids, reply routing, abandoned calls and fd fences.
 
 import {
+  BadReplyError,
   DuplicateIdError,
+  ExecuteError,
   ExecInterruptedError,
   FdPassingError,
   ServerParseError,
 } from "./errors.js";
-import { type CommandMessage, isErrorReply } from "./message.js";
+import { type CommandMessage, type JsonValue, isErrorReply } from "./message.js";
 import type { Logger } from "./util.js";
 import type { Fence, OutboundRequest, Ticket } from "./writer.js";
 
@@ -372,4 +374,27 @@ function preview(message: Reply): string {
 
 function describeError(message: Reply): string {
   return isErrorReply(message) ? `${message.error.class}: ${message.error.desc}` : preview(message);
+}
+
+/**
+ * A shallow copy of a caller's message, so the caller's object is never
+ * changed.
+ *
+ * @throws {TypeError} when it has an `id` that is not a string.
+ */
+export function copyChecked(message: CommandMessage): CommandMessage {
+  if (message.id !== undefined && typeof message.id !== "string") {
+    throw new TypeError(
+      `A caller-chosen id must be a string (numbers are the client's own), got ${JSON.stringify(message.id)}`,
+    );
+  }
+  return { ...message };
+}
+
+/** The `return` of a reply, or the error it stands for. Runs in the caller's frame. */
+export function unwrap(sent: CommandMessage, reply: Record<string, unknown>): JsonValue {
+  if ("return" in reply) return reply["return"] as JsonValue;
+  if (isErrorReply(reply)) throw new ExecuteError(sent, reply);
+  const what = "error" in reply ? "a malformed 'error'" : "neither 'return' nor 'error'";
+  throw new BadReplyError(`The reply has ${what}`, sent, reply);
 }

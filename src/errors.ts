@@ -384,3 +384,8 @@ export function describe(err: unknown): string {
   }
   return String(err);
 }
+
+/** An Error for any thrown value: the value itself when it is one. */
+export function toError(value: unknown): Error {
+  return value instanceof Error ? value : new QMPError(`Non-error thrown: ${String(value)}`);
+}

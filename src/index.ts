@@ -8,15 +8,15 @@ export {
   type ExecuteAndWaitOptions,
   type WaitEventOptions,
 } from "./qmp-client.js";
+export { Protocol } from "./protocol.js";
 export {
-  Protocol,
   DEFAULT_MAX_QUEUED_MESSAGES,
   type ProtocolOptions,
   type ProtocolEvents,
   type ConnectOptions,
   type AcceptOptions,
   type StartServerOptions,
-} from "./protocol.js";
+} from "./protocol-options.js";
 export { Runstate } from "./runstate.js";
 export {
   EventListener,
@@ -58,9 +58,9 @@ export {
   type SocketAddress,
   type InetAddress,
   type UnixAddress,
-  type ListenOptions,
   type TlsConnectOptions,
 } from "./transport.js";
+export { type ListenOptions } from "./listener.js";
 // The scanner itself is in the subpath "qmp/framing": a tool, not part of the client's API.
 export { DEFAULT_MAX_MESSAGE_SIZE } from "./framing.js";
 export type {

@@ -4,29 +4,37 @@
 // wire order (`handleMessage`), establishes its session (`establishSession`)
 // and hears when the session ends (`sessionEnded`).
 
-import { channel } from "node:diagnostics_channel";
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { inspect } from "node:util";
 import {
   ConnectCancelledError,
   ConnectError,
-  QueueFullError,
   SessionEndedError,
   StateError,
   describe,
+  toError,
 } from "./errors.js";
 import { fdPassingTarget } from "./fd-passing.js";
 import { DEFAULT_MAX_MESSAGE_SIZE, type Frame } from "./framing.js";
-import { type RetryOptions, openWithRetry, retryPolicy } from "./retry.js";
-import { Runstate, checkTransition } from "./runstate.js";
+import {
+  type AcceptOptions,
+  type ConnectOptions,
+  DEFAULT_MAX_QUEUED_MESSAGES,
+  type ProtocolEvents,
+  type ProtocolOptions,
+  type StartServerOptions,
+  checkAddress,
+  checkProtocolOptions,
+} from "./protocol-options.js";
+import { openWithRetry, retryPolicy } from "./retry.js";
+import { Runstate, RunstateCell, stateErrorMessage } from "./runstate.js";
+import { Listener, type ListenOptions } from "./listener.js";
+import { Observer } from "./observe.js";
 import { Session } from "./session.js";
 import {
   type InetAddress,
-  Listener,
-  type ListenOptions,
   type SocketAddress,
-  type TlsConnectOptions,
   type UnixAddress,
   checkTlsAddress,
   formatAddress,
@@ -40,88 +48,10 @@ import {
   debugEnabled,
   debugLogger,
   checkCallOptions,
-  checkTimeout,
-  deferred,
   raceSignal,
   timeoutError,
-  traceText,
-  typeName,
 } from "./util.js";
 import type { OutboundRequest, Ticket } from "./writer.js";
-
-/** `diagnostics_channel` for every message sent: `{ client, name, message }`. */
-export const sendChannel = channel("qmp:message:send");
-/** `diagnostics_channel` for every message received: `{ client, name, message }`. */
-export const receiveChannel = channel("qmp:message:receive");
-/** `diagnostics_channel` for runstate changes: `{ client, name, state, previous }`. */
-export const runstateChannel = channel("qmp:runstate");
-
-/** Options of the engine, shared by every client class. */
-export interface ProtocolOptions {
-  /** Name used in log lines, `inspect()` and diagnostics; default none. */
-  name?: string | undefined;
-  /** Where log lines go; default `util.debuglog('qmp')` (`NODE_DEBUG=qmp`). */
-  logger?: Logger | undefined;
-  /**
-   * Trace every message in and out (`--> …`, `<-- …`, secrets redacted) at
-   * debug level. Default: on when `NODE_DEBUG=qmp` is set.
-   */
-  trace?: boolean | undefined;
-  /** Largest inbound message in bytes (default 10 MiB; `Infinity` for no limit). */
-  maxMessageSize?: number | undefined;
-  /**
-   * Milliseconds `disconnect()` may spend writing out queued messages and
-   * closing before it cuts the connection (default 5000). One deadline for
-   * the whole graceful teardown.
-   */
-  disconnectTimeout?: number | undefined;
-  /**
-   * Default timeout in milliseconds of every call that gives none:
-   * `connect`, `accept`, `startServer`, and the client's calls (`execute`,
-   * `raw`, `waitEvent`, …). Default: none.
-   */
-  timeout?: number | undefined;
-  /**
-   * Most messages queued for the socket and not yet taken by it (default
-   * 65 536). Past it, a call is refused with a `QueueFullError` before
-   * anything is sent. Queued messages stay objects until written, so the
-   * bytes in memory are bounded by the socket's buffer, not by this.
-   */
-  maxQueuedMessages?: number | undefined;
-}
-
-/** Options of `connect()`. */
-export interface ConnectOptions extends CallOptions {
-  /**
-   * Speak TLS (TCP `{ host, port }` only): `true`, or Node's
-   * `tls.ConnectionOptions` (`ca`, `cert`/`key`, `servername`, …). The server
-   * is verified (CA, host name) unless `rejectUnauthorized: false`.
-   */
-  tls?: TlsConnectOptions | undefined;
-  /**
-   * Try again, with back-off, while the socket does not exist yet or refuses
-   * connections (QEMU still starting): `true` for the defaults, or
-   * {@link RetryOptions} (`delay`, `maxDelay`, `attempts`, and the QEMU
-   * `process` to watch). Bounded by `timeout` and `signal`; the runstate
-   * stays `CONNECTING` throughout. Other failures end it at once.
-   */
-  retry?: true | RetryOptions | undefined;
-}
-
-/** Options of `accept()`. */
-export interface AcceptOptions extends CallOptions {}
-
-/** Options of `startServer()` and `startServerAndAccept()`. */
-export interface StartServerOptions extends CallOptions, ListenOptions {}
-
-/** The lifecycle events of a client. */
-export interface ProtocolEvents {
-  /** The runstate changed from `previous` to `state`. */
-  runstate: [state: Runstate, previous: Runstate];
-}
-
-/** Default of {@link ProtocolOptions.maxQueuedMessages}. */
-export const DEFAULT_MAX_QUEUED_MESSAGES = 65_536;
 
 /**
  * Base class of the protocol clients: owns the runstate and the current
@@ -135,12 +65,11 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   readonly logger: Logger;
   /** The default `timeout` of every call that gives none (`undefined`: none). */
   protected readonly defaultTimeout: number | undefined;
-  readonly #trace: boolean;
+  readonly #observe: Observer;
   readonly #limits: { maxMessageSize: number; maxQueuedMessages: number };
   readonly #disconnectTimeout: number;
 
-  #runstate: Runstate = Runstate.IDLE;
-  #runstateWaiter = deferred<Runstate>();
+  readonly #runstate = new RunstateCell((state, previous) => this.#announce(state, previous));
   #session: Session<TMessage> | undefined;
   #listener: Listener | undefined;
   /** The connect/accept/startServer attempt in progress; `disconnect()` cancels it. */
@@ -158,20 +87,18 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     checkProtocolOptions(options);
     this.name = options.name;
     this.logger = options.logger ?? debugLogger;
-    this.#trace = options.trace ?? debugEnabled();
+    this.#observe = new Observer(this, this.name, this.logger, options.trace ?? debugEnabled());
     this.defaultTimeout = options.timeout;
     this.#limits = {
       maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE,
       maxQueuedMessages: options.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES,
     };
     this.#disconnectTimeout = options.disconnectTimeout ?? 5000;
-    // Nobody awaits this between transitions; never let it be unhandled.
-    this.#runstateWaiter.promise.catch(() => {});
   }
 
   /** The current {@link Runstate}. */
   get runstate(): Runstate {
-    return this.#runstate;
+    return this.#runstate.state;
   }
 
   /**
@@ -179,7 +106,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * that starts late sees only later transitions.
    */
   runstateChanged(): Promise<Runstate> {
-    return this.#runstateWaiter.promise;
+    return this.#runstate.next;
   }
 
   /** Address we listen on after `startServer()` (with the real port), else `undefined`. */
@@ -228,13 +155,13 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     const attempt = this.#beginAttempt();
     const { signal, dispose } = deadline(this.#timed(options), "connect()", attempt.signal);
     try {
-      this.#setState(Runstate.CONNECTING);
-      this.logger.debug(`${this.#tag}Connecting to ${formatAddress(address)} ...`);
+      this.#runstate.set(Runstate.CONNECTING);
+      this.#observe.debug(`Connecting to ${formatAddress(address)} ...`);
       const open = (s: AbortSignal): Promise<Duplex> => openStream(address, s, tlsOptions);
       const stream = await this.#guard(attempt, "Failed to establish connection", signal, () =>
         retry === undefined
           ? open(signal)
-          : openWithRetry(retry, signal, open, (m) => this.logger.debug(`${this.#tag}${m}`)),
+          : openWithRetry(retry, signal, open, (m) => this.#observe.debug(m)),
       );
       await this.#establish(attempt, stream, signal);
     } finally {
@@ -266,8 +193,8 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     const attempt = this.#beginAttempt();
     const { signal, dispose } = deadline(this.#timed(options), "startServer()", attempt.signal);
     try {
-      this.#setState(Runstate.CONNECTING);
-      this.logger.debug(`${this.#tag}Listening on ${formatAddress(address)} ...`);
+      this.#runstate.set(Runstate.CONNECTING);
+      this.#observe.debug(`Listening on ${formatAddress(address)} ...`);
       const listenOptions: ListenOptions = options.mode !== undefined ? { mode: options.mode } : {};
       if (options.tls !== undefined) listenOptions.tls = options.tls;
       const listening = Listener.listen(address, listenOptions);
@@ -321,13 +248,13 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     const attempt = this.#beginAttempt();
     const { signal, dispose } = deadline(this.#timed(options), "accept()", attempt.signal);
     try {
-      this.logger.debug(`${this.#tag}Awaiting connection ...`);
+      this.#observe.debug(`Awaiting connection ...`);
       const stream = await this.#guard(attempt, "Failed to establish connection", signal, () =>
         listener.accept(signal),
       );
       listener.close({ keepPeer: true });
       if (this.#listener === listener) this.#listener = undefined;
-      this.logger.debug(`${this.#tag}Connection accepted.`);
+      this.#observe.debug(`Connection accepted.`);
       await this.#establish(attempt, stream, signal);
     } finally {
       dispose();
@@ -368,7 +295,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    */
   disconnect(): Promise<void> {
     if (this.#teardown !== undefined) return this.#teardown;
-    if (this.#runstate === Runstate.IDLE) return Promise.resolve();
+    if (this.#runstate.state === Runstate.IDLE) return Promise.resolve();
     return this.#startTeardown(true);
   }
 
@@ -383,7 +310,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     try {
       await (this.#teardown ?? this.#startTeardown(false));
     } catch (err) {
-      this.logger.debug(`${this.#tag}destroy(): dropping error ${describe(err)}`);
+      this.#observe.debug(`destroy(): dropping error ${describe(err)}`);
     }
   }
 
@@ -395,7 +322,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   /** `<QMPClient name='vm1' runstate=RUNNING>` (the name only when one was given). */
   override toString(): string {
     const tokens = this.name !== undefined ? [`name='${this.name}'`] : [];
-    tokens.push(`runstate=${this.#runstate}`);
+    tokens.push(`runstate=${this.#runstate.state}`);
     return `<${this.constructor.name} ${tokens.join(" ")}>`;
   }
 
@@ -448,12 +375,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     if (session === undefined || !session.open) {
       throw new SessionEndedError("The session is over");
     }
-    if (session.writer.full) {
-      throw new QueueFullError(
-        `${this.#limits.maxQueuedMessages} messages are waiting for the socket ` +
-          "(the peer reads slower than we send); raise maxQueuedMessages, or wait for replies",
-      );
-    }
+    session.writer.checkRoom();
   }
 
   /**
@@ -497,16 +419,6 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     fdPassingTarget(this.#session?.stream);
   }
 
-  /**
-   * `promise`, unless the session ends first: then reject with the error
-   * that ended it (a `SessionEndedError` on a clean end of stream).
-   */
-  protected untilSessionEnd<T>(promise: Promise<T>): Promise<T> {
-    const session = this.#session;
-    if (session === undefined) return Promise.reject(new SessionEndedError("The session is over"));
-    return Promise.race([promise, session.ended]);
-  }
-
   /** End the session because of `err` (a fatal protocol error found by the subclass). */
   protected fail(err: unknown): void {
     this.#session?.end(err);
@@ -517,24 +429,12 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     this.#require(Runstate.RUNNING);
   }
 
-  /** Prefix of log lines. */
-  get #tag(): string {
-    return this.name !== undefined ? `[${this.name}] ` : "";
-  }
-
   // ------------------------------------------------------------- machinery
 
   #require(required: Runstate): void {
-    const state = this.#runstate;
+    const state = this.#runstate.state;
     if (state === required) return;
-    const cls = this.constructor.name;
-    const message = {
-      [Runstate.CONNECTING]: `${cls} is currently connecting.`,
-      [Runstate.DISCONNECTING]: `${cls} is disconnecting. Call disconnect() to return to IDLE state.`,
-      [Runstate.RUNNING]: `${cls} is already connected and running.`,
-      [Runstate.IDLE]: `${cls} is disconnected and idle.`,
-    }[state];
-    throw new StateError(message, state, required);
+    throw new StateError(stateErrorMessage(this.constructor.name, state), state, required);
   }
 
   /** The call's options, with the client's default timeout when it gives none. */
@@ -553,24 +453,13 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     if (this.#attempt === attempt) this.#attempt = undefined;
   }
 
-  /** The one place the runstate changes; the transition table is enforced here. */
-  #setState(state: Runstate): void {
-    const previous = this.#runstate;
-    if (state === previous) return;
-    checkTransition(previous, state);
-    this.logger.debug(`${this.#tag}Transitioning from '${previous}' to '${state}'.`);
-    this.#runstate = state;
-    const waiter = this.#runstateWaiter;
-    this.#runstateWaiter = deferred<Runstate>();
-    this.#runstateWaiter.promise.catch(() => {});
-    waiter.resolve(state);
-    if (runstateChannel.hasSubscribers) {
-      runstateChannel.publish({ client: this, name: this.name, state, previous });
-    }
+  /** A transition happened: log it, publish it, emit it. */
+  #announce(state: Runstate, previous: Runstate): void {
+    this.#observe.runstate(state, previous);
     try {
       this.emit("runstate", state, previous);
     } catch (err) {
-      this.logger.error(`${this.#tag}A 'runstate' listener threw: ${describe(err)}`);
+      this.#observe.error("A 'runstate' listener threw", err);
     }
   }
 
@@ -589,7 +478,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     try {
       return await step();
     } catch (err) {
-      this.logger.debug(`${this.#tag}${phase}: ${describe(err)}`);
+      this.#observe.debug(`${phase}: ${describe(err)}`);
       // Read before our own teardown, which cancels the attempt too.
       const aborted = signal.aborted;
       const reason: unknown = signal.reason;
@@ -622,7 +511,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
         // disconnect(), the peer leaving) wins over RUNNING.
         signal.throwIfAborted();
         if (!session.open) throw toError(session.error ?? new SessionEndedError("The peer left"));
-        this.#setState(Runstate.RUNNING);
+        this.#runstate.set(Runstate.RUNNING);
       },
       tlsSessionFailure(stream),
     );
@@ -632,48 +521,33 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     const session = new Session<TMessage>(stream, this.#limits, {
       frame: (frame) => this.#dispatch(frame),
       ended: (error, reason) => {
-        if (error !== undefined)
-          this.logger.error(`${this.#tag}Session failed: ${describe(error)}`);
-        if (this.#runstate === Runstate.RUNNING) this.#setState(Runstate.DISCONNECTING);
+        if (error !== undefined) this.#observe.error("Session failed", error);
+        if (this.#runstate.state === Runstate.RUNNING) this.#runstate.set(Runstate.DISCONNECTING);
         this.sessionEnded(error, reason);
       },
       mayVanish: () => {
         const vanish = this.peerMayVanish();
-        if (vanish) this.logger.debug(`${this.#tag}The peer went away as expected.`);
+        if (vanish) this.#observe.debug(`The peer went away as expected.`);
         return vanish;
       },
       serialize: (message) => this.serialize(message),
-      onWrite: (message, fds) => this.#traceWrite(message, fds),
+      onWrite: (message, fds) => this.#observe.sent(message, fds),
     });
     this.#session = session;
     return session;
-  }
-
-  #traceWrite(message: TMessage | undefined, fds: readonly number[] | undefined): void {
-    if (this.#trace) {
-      const withFds = fds !== undefined ? ` (with fds ${fds.join(", ")})` : "";
-      const text = message !== undefined ? traceText(message) : "(fds only)";
-      this.logger.debug(`${this.#tag}--> ${text}${withFds}`);
-    }
-    if (message !== undefined && sendChannel.hasSubscribers) {
-      sendChannel.publish({ client: this, name: this.name, message });
-    }
   }
 
   #dispatch(frame: Frame): void {
     if (frame.kind === "oversize") {
       const limit = this.#limits.maxMessageSize;
       this.logger.warn(
-        `${this.#tag}Skipped a message of ${frame.size} bytes (maxMessageSize ${limit})`,
+        `${this.#observe.tag}Skipped a message of ${frame.size} bytes (maxMessageSize ${limit})`,
       );
       this.handleOversize(frame.size, limit, frame.id);
       return;
     }
     const message = frame.value;
-    if (this.#trace) this.logger.debug(`${this.#tag}<-- ${traceText(message)}`);
-    if (receiveChannel.hasSubscribers) {
-      receiveChannel.publish({ client: this, name: this.name, message });
-    }
+    this.#observe.received(message);
     this.handleMessage(message);
   }
 
@@ -694,8 +568,8 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     this.#attempt?.abort(
       new ConnectCancelledError(`${cls}: disconnect() was called before the session was up`),
     );
-    if (this.#runstate === Runstate.CONNECTING || this.#runstate === Runstate.RUNNING) {
-      this.#setState(Runstate.DISCONNECTING);
+    if (this.#runstate.state === Runstate.CONNECTING || this.#runstate.state === Runstate.RUNNING) {
+      this.#runstate.set(Runstate.DISCONNECTING);
     }
     const session = this.#session;
     if (session !== undefined) {
@@ -717,59 +591,9 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     if (this.#session === session) this.#session = undefined;
     this.#listener?.close();
     this.#listener = undefined;
-    this.#setState(Runstate.IDLE);
-    this.logger.debug(`${this.#tag}Disconnected.`);
+    this.#runstate.set(Runstate.IDLE);
+    this.#observe.debug(`Disconnected.`);
     const error = session?.error;
     if (error !== undefined) throw toError(error);
   }
-}
-
-/**
- * @throws {TypeError} unless `address` is a non-empty path, `{ path }`,
- *   `{ host, port }` with a port from 0 to 65535, or a stream.
- */
-function checkAddress(address: unknown): void {
-  if (typeof address === "string") {
-    if (address === "") throw new TypeError("The address is an empty path");
-    return;
-  }
-  if (typeof address === "object" && address !== null) {
-    const a = address as Record<string, unknown>;
-    if (typeof a["path"] === "string" && a["path"] !== "") return;
-    if (typeof a["host"] === "string" && "port" in a) {
-      const port = a["port"];
-      if (typeof port === "number" && Number.isInteger(port) && port >= 0 && port <= 65535) return;
-      throw new TypeError(`The port must be an integer from 0 to 65535, got ${typeName(port)}`);
-    }
-    if (typeof a["pipe"] === "function" && typeof a["write"] === "function") return;
-  }
-  throw new TypeError(
-    `The address must be a UNIX socket path, { path }, { host, port } or a stream, got ${typeName(address)}`,
-  );
-}
-
-/** @throws {TypeError} {RangeError} for options of the wrong type or range. */
-function checkProtocolOptions(options: ProtocolOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`options must be an object, got ${typeName(options)}`);
-  }
-  if (options.name !== undefined && typeof options.name !== "string") {
-    throw new TypeError(`name must be a string, got ${typeName(options.name)}`);
-  }
-  checkTimeout(options.timeout, "timeout");
-  checkTimeout(options.disconnectTimeout, "disconnectTimeout");
-  const size = options.maxMessageSize;
-  checkTimeout(size, "maxMessageSize");
-  if (size !== undefined && size < 1) throw new RangeError("maxMessageSize must be at least 1");
-  const queued = options.maxQueuedMessages;
-  if (queued !== undefined && !(Number.isInteger(queued) && queued >= 1)) {
-    throw new RangeError(`maxQueuedMessages must be a whole number from 1, got ${queued}`);
-  }
-}
-
-/** What `disconnect()` rejects with: the root cause as it was thrown, if it is an Error. */
-function toError(value: unknown): Error {
-  return value instanceof Error
-    ? value
-    : new SessionEndedError(`The session failed: ${String(value)}`);
 }

@@ -1,10 +1,8 @@
 // The QMP client: greeting, negotiation, command ids, reply routing, execute, events.
 
 import { TLSSocket } from "node:tls";
-import { type Call, CallTable, type Reply } from "./calls.js";
+import { type Call, CallTable, type Reply, copyChecked, unwrap } from "./calls.js";
 import {
-  BadReplyError,
-  ExecuteError,
   GreetingError,
   ListenerError,
   MessageTooLargeError,
@@ -30,7 +28,8 @@ import {
   isGreeting,
 } from "./message.js";
 import { checkFds } from "./fd-passing.js";
-import { Protocol, type ProtocolOptions } from "./protocol.js";
+import { Protocol } from "./protocol.js";
+import type { ProtocolOptions } from "./protocol-options.js";
 import {
   type CallOptions,
   type Deferred,
@@ -572,30 +571,7 @@ export class QMPClient extends Protocol<CommandMessage> {
   }
 }
 
-/**
- * A shallow copy of a caller's message, so the caller's object is never
- * changed.
- *
- * @throws {TypeError} when it has an `id` that is not a string.
- */
-function copyChecked(message: CommandMessage): CommandMessage {
-  if (message.id !== undefined && typeof message.id !== "string") {
-    throw new TypeError(
-      `A caller-chosen id must be a string (numbers are the client's own), got ${JSON.stringify(message.id)}`,
-    );
-  }
-  return { ...message };
-}
-
 function isEmptyObject(value: object): boolean {
   for (const _ in value) return false;
   return !Array.isArray(value);
-}
-
-/** The `return` of a reply, or the error it stands for. Runs in the caller's frame. */
-function unwrap(sent: CommandMessage, reply: Record<string, unknown>): JsonValue {
-  if ("return" in reply) return reply["return"] as JsonValue;
-  if (isErrorReply(reply)) throw new ExecuteError(sent, reply);
-  const what = "error" in reply ? "a malformed 'error'" : "neither 'return' nor 'error'";
-  throw new BadReplyError(`The reply has ${what}`, sent, reply);
 }

@@ -49,3 +49,63 @@ export function checkTransition(from: Runstate, to: Runstate): void {
     throw new Error(`qmp internal error: illegal runstate transition ${from} -> ${to}`);
   }
 }
+
+/** Why a method needs another runstate: the message of its `StateError`, naming the class. */
+export function stateErrorMessage(cls: string, state: Runstate): string {
+  switch (state) {
+    case Runstate.CONNECTING:
+      return `${cls} is currently connecting.`;
+    case Runstate.DISCONNECTING:
+      return `${cls} is disconnecting. Call disconnect() to return to IDLE state.`;
+    case Runstate.RUNNING:
+      return `${cls} is already connected and running.`;
+    case Runstate.IDLE:
+      return `${cls} is disconnected and idle.`;
+  }
+}
+
+/**
+ * Holds a runstate: the one place it changes, with the table enforced, and
+ * a promise for the next transition.
+ */
+export class RunstateCell {
+  #state: Runstate = Runstate.IDLE;
+  #next!: Promise<Runstate>;
+  #resolveNext!: (state: Runstate) => void;
+  readonly #onChange: (state: Runstate, previous: Runstate) => void;
+
+  /** `onChange` hears every transition, after the state changed. */
+  constructor(onChange: (state: Runstate, previous: Runstate) => void) {
+    this.#onChange = onChange;
+    this.#arm();
+  }
+
+  get state(): Runstate {
+    return this.#state;
+  }
+
+  /** Resolves at the next transition, with the new state. */
+  get next(): Promise<Runstate> {
+    return this.#next;
+  }
+
+  /**
+   * Move to `state` (nothing happens if already there).
+   *
+   * @throws {Error} for a transition the table does not allow (an engine bug).
+   */
+  set(state: Runstate): void {
+    const previous = this.#state;
+    if (state === previous) return;
+    checkTransition(previous, state);
+    this.#state = state;
+    const resolve = this.#resolveNext;
+    this.#arm();
+    resolve(state);
+    this.#onChange(state, previous);
+  }
+
+  #arm(): void {
+    this.#next = new Promise<Runstate>((resolve) => (this.#resolveNext = resolve));
+  }
+}

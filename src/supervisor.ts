@@ -2,7 +2,7 @@
 
 import { EventEmitter } from "node:events";
 import { ConnectError, QMPError, SessionEndedError, describe } from "./errors.js";
-import type { ConnectOptions } from "./protocol.js";
+import type { ConnectOptions } from "./protocol-options.js";
 import type { QMPClient } from "./qmp-client.js";
 import { Backoff, type RetryOptions, type RetryPolicy, retryPolicy, sleep } from "./retry.js";
 import { Runstate } from "./runstate.js";

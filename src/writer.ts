@@ -99,9 +99,14 @@ export class MessageWriter<T> {
     this.#options = options;
   }
 
-  /** Whether `enqueue()` would refuse the next request with a {@link QueueFullError}. */
-  get full(): boolean {
-    return this.#waiting >= this.#options.maxQueued;
+  /** @throws {QueueFullError} when `enqueue()` would refuse the next request. */
+  checkRoom(): void {
+    if (this.#waiting >= this.#options.maxQueued) {
+      throw new QueueFullError(
+        `${this.#waiting} messages are waiting for the socket (the peer reads slower than ` +
+          "we send): wait for replies, or raise maxQueuedMessages",
+      );
+    }
   }
 
   /**
@@ -115,11 +120,7 @@ export class MessageWriter<T> {
     if (this.#closed !== undefined || this.#ending) {
       throw new SessionEndedError("The session is over");
     }
-    if (this.full) {
-      throw new QueueFullError(
-        `${this.#waiting} messages are waiting for the socket (maxQueuedMessages ${this.#options.maxQueued})`,
-      );
-    }
+    this.checkRoom();
     const entry: Entry<T> = { request, state: "queued" };
     this.#queue.push(entry);
     this.#waiting++;

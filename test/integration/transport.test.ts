@@ -22,7 +22,7 @@ import { after, before, describe, test, type TestContext } from "node:test";
 import tls from "node:tls";
 import { ConnectError, type InetAddress, Runstate, TransportError } from "../../src/index.js";
 import { FakePeer, FakeQMPServer } from "../../src/testing/index.js";
-import { listenHooks } from "../../src/transport.js";
+import { listenHooks } from "../../src/listener.js";
 import { newClient, rejection, watchUnhandledRejections } from "../helpers/common.js";
 import { addressInUse } from "../helpers/listen.js";
 import { type TestPki, makePki } from "../helpers/tls.js";
