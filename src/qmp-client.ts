@@ -155,7 +155,9 @@ export class QMPClient extends Protocol<CommandMessage> {
    * Run a command and resolve to its `return` value. Requires `RUNNING`.
    *
    * QMP has no way to cancel a command: after an abort or timeout, QEMU may
-   * still run it; its late reply is dropped.
+   * still run it; its late reply is dropped. A call aborted before the
+   * writer got to it is never sent. Without `timeout`, the client's
+   * `timeout` option applies.
    *
    * @throws {ExecuteError} when QEMU answers with an error (the client stays usable).
    * @throws {BadReplyError} on a malformed reply.
@@ -165,8 +167,13 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws {FdPassingError} when `fds` cannot be passed (not a UNIX socket,
    *   `koffi` not installed, unsupported platform, refused by the kernel);
    *   the command is then not sent.
-   * @throws {TypeError} when `fds` is not a non-empty array of fd numbers.
-   * @throws the `signal`'s reason (`AbortError`, `TimeoutError`) on abort or timeout.
+   * @throws {TypeError} when `command` is not a non-empty string, `args` not
+   *   an object, an option of the wrong type, or `fds` not a non-empty array
+   *   of fd numbers; {RangeError} for a negative `timeout`. Nothing is sent.
+   * @throws {QueueFullError} when `maxQueuedMessages` messages wait for the
+   *   socket; nothing is sent.
+   * @throws the `signal`'s reason on abort; a `TimeoutError` `DOMException`
+   *   naming the command and the milliseconds on timeout.
    */
   async execute(command: string, args?: object, options: ExecuteOptions = {}): Promise<JsonValue> {
     if (typeof command !== "string" || command === "") {
@@ -375,8 +382,10 @@ export class QMPClient extends Protocol<CommandMessage> {
    * Wait for the next event named `names` (empty: any) that passes `filter`.
    * Only events arriving after the call count.
    *
+   * Without `timeout`, the client's `timeout` option applies.
+   *
    * @throws {SessionEndedError} when the session ends first.
-   * @throws the `signal`'s reason on abort or timeout.
+   * @throws the `signal`'s reason on abort; a `TimeoutError` naming the event on timeout.
    */
   async waitEvent(
     names?: string | Iterable<string>,
