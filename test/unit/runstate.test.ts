@@ -4,7 +4,13 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Runstate as PublicRunstate } from "../../src/index.js";
-import { RUNSTATE_TRANSITIONS, Runstate, isTransitionAllowed } from "../../src/runstate.js";
+import {
+  RUNSTATE_TRANSITIONS,
+  Runstate,
+  RunstateCell,
+  isTransitionAllowed,
+  stateErrorMessage,
+} from "../../src/runstate.js";
 
 const ALL = ["IDLE", "CONNECTING", "RUNNING", "DISCONNECTING"] as const;
 
@@ -80,4 +86,36 @@ void test("every state can get back to IDLE", () => {
     assert.ok(seen.has(Runstate.IDLE), `${start} cannot reach IDLE`);
     assert.equal(seen.size, 4, `${start} reaches ${[...seen].join(", ")}`);
   }
+});
+
+void test("RunstateCell enforces the table where the state is set", async () => {
+  const seen: string[] = [];
+  const cell = new RunstateCell((state, previous) => seen.push(`${previous}->${state}`));
+  assert.equal(cell.state, Runstate.IDLE);
+  const next = cell.next;
+  cell.set(Runstate.CONNECTING);
+  assert.equal(await next, Runstate.CONNECTING);
+  cell.set(Runstate.CONNECTING); // staying put is no transition
+  for (const to of ALL) {
+    if (to === Runstate.CONNECTING || isTransitionAllowed(Runstate.CONNECTING, to)) continue;
+    assert.throws(() => cell.set(to), /illegal runstate transition CONNECTING -> IDLE/);
+  }
+  cell.set(Runstate.DISCONNECTING);
+  // The race of issue 8: a cancelled attempt must never reach RUNNING.
+  assert.throws(() => cell.set(Runstate.RUNNING), /illegal runstate transition/);
+  assert.equal(cell.state, Runstate.DISCONNECTING);
+  cell.set(Runstate.IDLE);
+  assert.deepEqual(seen, ["IDLE->CONNECTING", "CONNECTING->DISCONNECTING", "DISCONNECTING->IDLE"]);
+});
+
+void test("stateErrorMessage names the class for every state", () => {
+  assert.deepEqual(
+    ALL.map((s) => stateErrorMessage("VM", s)),
+    [
+      "VM is disconnected and idle.",
+      "VM is currently connecting.",
+      "VM is already connected and running.",
+      "VM is disconnecting. Call disconnect() to return to IDLE state.",
+    ],
+  );
 });
