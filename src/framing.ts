@@ -103,6 +103,15 @@ export class JsonObjectScanner {
     this.#max = max;
   }
 
+  /**
+   * Whether the one-line fast path is still in use: it goes off for good
+   * after a few lines that were not one whole object (`pretty=on` output),
+   * never because of how compact output was cut into chunks.
+   */
+  get lineFastPath(): boolean {
+    return this.#lineMisses < MAX_LINE_MISSES;
+  }
+
   /** Bytes of an unfinished message held in memory. */
   get buffered(): number {
     return this.#lineSize + (this.#oversize ? 0 : this.#size);
@@ -155,8 +164,9 @@ export class JsonObjectScanner {
    * Hold `part` of a message on the line fast path. A peer that sends no
    * newline must not leave a message hanging: when a part ends in `}` the
    * message may be complete, so a small one is tried as a whole object at
-   * once, and a large one goes to the scanner (trying it would cost a parse
-   * of everything held, each time a chunk happens to end in `}`).
+   * once (if it is not one yet, the scanner takes it over, which is no
+   * miss), and a large one goes to the scanner (trying it would cost a parse of everything held,
+   * each time a chunk happens to end in `}`).
    */
   #hold(part: Buffer, sink: (frame: Frame) => void): void {
     if (this.#lineParts === undefined) this.#lineParts = [part];
@@ -171,7 +181,10 @@ export class JsonObjectScanner {
     }
     const value = tryParseObject(Buffer.concat(this.#lineParts, this.#lineSize), 0, this.#lineSize);
     if (value === undefined) {
-      this.#replay(Buffer.alloc(0), sink, true);
+      // Most often the chunk just ended after a nested `}` and the rest is to
+      // come; or two objects share no newline. The scanner takes this one
+      // message, but it is no miss: the fast path stays on for the next.
+      this.#replay(Buffer.alloc(0), sink, false);
       return;
     }
     const size = this.#lineSize - (part.length - 1 - last);

@@ -931,3 +931,54 @@ void describe("framing: the line fast path never holds a message back", () => {
     );
   });
 });
+
+void test("the line fast path survives any chunking of compact output (issue 9)", () => {
+  // Messages with nested objects, so that many cuts fall right after a nested `}`.
+  const lines = Array.from(
+    { length: 60 },
+    (_, i) =>
+      `{"return": {"status": "running", "nested": {"a": {"b": ${i}}}, "list": [{"x": 1}, {"y": 2}]}, "id": ${i}}\r\n`,
+  );
+  const bytes = Buffer.from(lines.join(""));
+  for (const cut of [1, 2, 3, 5, 7, 11, 13, 17, 31, 64]) {
+    const scanner = new JsonObjectScanner();
+    const got: unknown[] = [];
+    for (let i = 0; i < bytes.length; i += cut) {
+      scanner.push(bytes.subarray(i, i + cut), (f) => {
+        if (f.kind === "message") got.push(f.value["id"]);
+      });
+    }
+    assert.deepEqual(
+      got,
+      Array.from({ length: 60 }, (_, i) => i),
+      `cut ${cut}`,
+    );
+    assert.equal(scanner.lineFastPath, true, `cut ${cut}`);
+  }
+  // Cuts right after every nested `}`.
+  const scanner = new JsonObjectScanner();
+  let count = 0;
+  let from = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] === 0x7d) {
+      scanner.push(bytes.subarray(from, i + 1), () => count++);
+      from = i + 1;
+    }
+  }
+  scanner.push(bytes.subarray(from), () => count++);
+  assert.equal(count, 60);
+  assert.equal(scanner.lineFastPath, true);
+});
+
+void test("pretty=on output still turns the line fast path off", () => {
+  const scanner = new JsonObjectScanner();
+  const pretty = Buffer.from(
+    Array.from({ length: 20 }, (_, i) => `{\n    "return": {\n    },\n    "id": ${i}\n}\n`).join(
+      "",
+    ),
+  );
+  let count = 0;
+  scanner.push(pretty, () => count++);
+  assert.equal(count, 20);
+  assert.equal(scanner.lineFastPath, false);
+});
