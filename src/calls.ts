@@ -10,7 +10,7 @@ import {
 } from "./errors.js";
 import { type CommandMessage, type JsonValue, isErrorReply } from "./message.js";
 import type { Logger } from "./util.js";
-import type { Fence, OutboundRequest, Ticket } from "./writer.js";
+import type { Fence, OutboundRequest } from "./writer.js";
 
 /** How many ids of abandoned (timed out, aborted) calls we remember, to drop late replies quietly. */
 const ABANDONED_MEMORY = 4096;
@@ -30,8 +30,7 @@ export class Call implements OutboundRequest<CommandMessage> {
   readonly quit: boolean;
   /** queued (not on the wire yet) → sent → over. */
   state: "queued" | "sent" | "over" = "queued";
-  /** The writer's handle, to take it back before it is written. */
-  ticket: Ticket | undefined;
+  writeState: OutboundRequest<CommandMessage>["writeState"] = "new";
   /** Fences that wait for this call to be over. */
   fences: FdFence[] | undefined;
   readonly reply: Promise<Reply>;

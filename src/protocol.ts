@@ -51,7 +51,7 @@ import {
   raceSignal,
   timeoutError,
 } from "./util.js";
-import type { OutboundRequest, Ticket } from "./writer.js";
+import type { OutboundRequest } from "./writer.js";
 
 /**
  * Base class of the protocol clients: owns the runstate and the current
@@ -388,9 +388,9 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    *
    * @throws as {@link checkSend}.
    */
-  protected send(request: OutboundRequest<TMessage>): Ticket {
+  protected send(request: OutboundRequest<TMessage>): void {
     this.checkSend();
-    return this.#session!.writer.enqueue(request);
+    this.#session!.writer.enqueue(request);
   }
 
   /**
@@ -401,13 +401,20 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    */
   protected sendMessage(message: TMessage): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.send({ message, fds: undefined, fence: undefined, writing: resolve, failed: reject });
+      this.send({
+        message,
+        fds: undefined,
+        fence: undefined,
+        writing: resolve,
+        failed: reject,
+        writeState: "new",
+      });
     });
   }
 
   /** Take a request out of the writer's queue if it was not written yet. */
-  protected cancelSend(ticket: Ticket): boolean {
-    return this.#session?.writer.cancel(ticket) ?? false;
+  protected cancelSend(request: OutboundRequest<TMessage>): boolean {
+    return this.#session?.writer.cancel(request) ?? false;
   }
 
   /**

@@ -91,6 +91,9 @@ export interface WaitEventOptions extends CallOptions {}
  */
 const TLS_STALL_TIMEOUT = 3000;
 
+/** The options of a call that gives none: one shared object, not one per call. */
+const NO_OPTIONS: ExecuteOptions & RawOptions = Object.freeze({});
+
 /**
  * QEMU before 8.0 stalls on a TLS monitor: commands go unanswered (QEMU 7.2
  * answers not even `qmp_capabilities`); a bug of its TLS channel, fixed in
@@ -175,14 +178,18 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws the `signal`'s reason on abort; a `TimeoutError` `DOMException`
    *   naming the command and the milliseconds on timeout.
    */
-  async execute(command: string, args?: object, options: ExecuteOptions = {}): Promise<JsonValue> {
+  async execute(
+    command: string,
+    args?: object,
+    options: ExecuteOptions = NO_OPTIONS,
+  ): Promise<JsonValue> {
     if (typeof command !== "string" || command === "") {
       throw new TypeError(`The command must be a non-empty string, got ${typeName(command)}`);
     }
     if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
       throw new TypeError(`The arguments must be an object, got ${typeName(args)}`);
     }
-    checkCallOptions(options);
+    if (options !== NO_OPTIONS) checkCallOptions(options);
     const { oob, fds } = options;
     if (oob !== undefined && typeof oob !== "boolean") {
       throw new TypeError(`oob must be a boolean, got ${typeName(oob)}`);
@@ -194,7 +201,7 @@ export class QMPClient extends Protocol<CommandMessage> {
     }
     const message: CommandMessage = oob === true ? { "exec-oob": command } : { execute: command };
     if (args !== undefined && !isEmptyObject(args)) message.arguments = args;
-    const reply = await this.#call(message, true, options, `execute('${command}')`, fds);
+    const reply = await this.#call(message, true, options, "execute", fds);
     return unwrap(message, reply);
   }
 
@@ -209,14 +216,14 @@ export class QMPClient extends Protocol<CommandMessage> {
    *   abandoned (timeout, abort) whose late reply has not come yet.
    * @throws as {@link execute} does.
    */
-  async executeMsg(message: CommandMessage, options: CallOptions = {}): Promise<JsonValue> {
+  async executeMsg(message: CommandMessage, options: CallOptions = NO_OPTIONS): Promise<JsonValue> {
     const sent = copyChecked(message);
     const command = sent.execute ?? sent["exec-oob"];
     if (typeof command !== "string") {
       throw new TypeError("executeMsg() needs a message with an 'execute' or 'exec-oob' string");
     }
     checkCallOptions(options);
-    return unwrap(sent, await this.#call(sent, true, options, `executeMsg('${command}')`));
+    return unwrap(sent, await this.#call(sent, true, options, "executeMsg"));
   }
 
   /**
@@ -230,16 +237,17 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws {DuplicateIdError} when its `id` (or id-less slot) is in use.
    * @throws {ExecInterruptedError}, {@link StateError}, the signal's reason, as {@link execute}.
    */
-  async raw(message: CommandMessage, options: RawOptions = {}): Promise<Record<string, unknown>> {
+  async raw(
+    message: CommandMessage,
+    options: RawOptions = NO_OPTIONS,
+  ): Promise<Record<string, unknown>> {
     const sent = copyChecked(message);
     checkCallOptions(options);
     const { assignId } = options;
     if (assignId !== undefined && typeof assignId !== "boolean") {
       throw new TypeError(`assignId must be a boolean, got ${typeName(assignId)}`);
     }
-    const command = sent.execute ?? sent["exec-oob"];
-    const what = typeof command === "string" ? `raw('${command}')` : "raw()";
-    return this.#call(sent, assignId ?? true, options, what);
+    return this.#call(sent, assignId ?? true, options, "raw");
   }
 
   /**
@@ -296,7 +304,7 @@ export class QMPClient extends Protocol<CommandMessage> {
     this.checkFdPassing();
     this.checkSend();
     const call = this.#calls.open(undefined, false, [fd]);
-    call.ticket = this.send(call);
+    this.send(call);
     await call.reply;
   }
 
@@ -430,7 +438,7 @@ export class QMPClient extends Protocol<CommandMessage> {
         message,
         true,
         { signal: bounded?.signal ?? signal },
-        what,
+        "execute",
         undefined,
         true,
       );
@@ -553,7 +561,7 @@ export class QMPClient extends Protocol<CommandMessage> {
     message: CommandMessage,
     assignId: boolean,
     options: CallOptions,
-    what: string,
+    method: string,
     fds?: readonly number[],
     negotiating = false,
   ): Promise<Reply> {
@@ -566,8 +574,11 @@ export class QMPClient extends Protocol<CommandMessage> {
     const timeout = options.timeout ?? this.defaultTimeout;
     // Commit.
     const call = this.#calls.open(message, assignId, fds);
-    call.ticket = this.send(call);
+    this.send(call);
     if (signal === undefined && timeout === undefined) return call.reply;
+    // Named only now: a call without a deadline builds no text for one.
+    const command = message.execute ?? message["exec-oob"];
+    const what = typeof command === "string" ? `${method}('${command}')` : `${method}()`;
     const d = deadline({ signal, timeout }, what);
     return raceSignal(call.reply, d.signal, () => this.#abandon(call)).finally(d.dispose);
   }
@@ -575,7 +586,7 @@ export class QMPClient extends Protocol<CommandMessage> {
   /** The caller gave up on `call`: take it back if it was not written yet, else expect a late reply. */
   #abandon(call: Call): void {
     if (call.state === "over") return;
-    const cancelled = call.ticket !== undefined && this.cancelSend(call.ticket);
+    const cancelled = this.cancelSend(call);
     this.#calls.abandon(call, cancelled);
   }
 }

@@ -29,18 +29,15 @@ export interface OutboundRequest<T> {
   writing(): void;
   /** Called once, instead of or after `writing()`, when it was not (fully) written. */
   failed(err: unknown): void;
+  /**
+   * The writer's own mark (the request is its queue entry, so that queuing
+   * allocates nothing): start it as `"new"` and leave it to the writer.
+   * queued → passing (an fd pass under way) → done; or queued → done.
+   */
+  writeState: "new" | "queued" | "passing" | "done";
 }
 
-/** A queued request, as the writer tracks it; opaque to callers (for `cancel()`). */
-export interface Ticket {
-  readonly request: unknown;
-}
-
-interface Entry<T> extends Ticket {
-  readonly request: OutboundRequest<T>;
-  /** queued → passing (an fd pass under way) → done; or queued → done. */
-  state: "queued" | "passing" | "done";
-}
+type Entry<T> = OutboundRequest<T>;
 
 /** How the writer passes fds: resolves once the kernel has them (see `sendFdsOn`). */
 export type FdPasser = (fds: readonly number[], stillOpen: () => boolean) => Promise<void>;
@@ -61,6 +58,8 @@ export interface WriterOptions<T> {
 
 /** Bytes of serialized messages gathered before one `write()`. */
 const BATCH_BYTES = 64 * 1024;
+/** Messages queued in one tick past which the writer writes at once rather than at the tick's end. */
+const BATCH_MESSAGES = 1024;
 
 /**
  * Writes requests in the order they were queued. Messages stay objects until
@@ -116,19 +115,22 @@ export class MessageWriter<T> {
    * @throws {QueueFullError} when `maxQueued` requests are already waiting.
    * @throws {SessionEndedError} after `abort()` or `flush()`.
    */
-  enqueue(request: OutboundRequest<T>): Ticket {
+  enqueue(request: OutboundRequest<T>): void {
     if (this.#closed !== undefined || this.#ending) {
       throw new SessionEndedError("The session is over");
     }
     this.checkRoom();
-    const entry: Entry<T> = { request, state: "queued" };
-    this.#queue.push(entry);
+    request.writeState = "queued";
+    this.#queue.push(request);
     this.#waiting++;
-    if (!this.#scheduled && !this.#blocked && !this.#passing) {
+    if (this.#blocked || this.#passing) return;
+    // A long burst in one tick is written as it grows, so the queue bound
+    // only trips when the socket really is full.
+    if (this.#waiting >= BATCH_MESSAGES) this.#pump();
+    else if (!this.#scheduled) {
       this.#scheduled = true;
       process.nextTick(this.#run);
     }
-    return entry;
   }
 
   /**
@@ -136,10 +138,9 @@ export class MessageWriter<T> {
    * written, and neither `writing()` nor `failed()` is called. False when it
    * is already (being) written.
    */
-  cancel(ticket: Ticket): boolean {
-    const entry = ticket as Entry<T>;
-    if (entry.state !== "queued") return false;
-    entry.state = "done";
+  cancel(entry: OutboundRequest<T>): boolean {
+    if (entry.writeState !== "queued") return false;
+    entry.writeState = "done";
     this.#waiting--;
     // An fd pass waiting for its fence need not wait any longer.
     this.#wake?.();
@@ -200,9 +201,9 @@ export class MessageWriter<T> {
     this.#flushed?.();
     for (let i = head; i < queue.length; i++) {
       const entry = queue[i]!;
-      if (entry.state === "done") continue;
-      entry.state = "done";
-      entry.request.failed(error);
+      if (entry.writeState === "done") continue;
+      entry.writeState = "done";
+      entry.failed(error);
     }
   }
 
@@ -220,19 +221,19 @@ export class MessageWriter<T> {
     let batch = "";
     while (this.#head < queue.length) {
       const entry = queue[this.#head]!;
-      if (entry.state === "done") {
+      if (entry.writeState === "done") {
         this.#head++;
         continue;
       }
-      if (entry.request.fds !== undefined) {
+      if (entry.fds !== undefined) {
         if (batch !== "" && !stream.write(batch)) this.#blocked = true;
         void this.#pass(entry);
         return;
       }
       this.#head++;
-      entry.state = "done";
+      entry.writeState = "done";
       this.#waiting--;
-      const request = entry.request;
+      const request = entry;
       const text = this.#serialize(request);
       if (text === undefined) continue;
       options.onWrite?.(request.message, undefined);
@@ -284,7 +285,7 @@ export class MessageWriter<T> {
     return new Promise<boolean>((resolve) => {
       const stop = (): boolean =>
         this.#closed !== undefined ||
-        entry.state === "done" ||
+        entry.writeState === "done" ||
         (fence && this.#ending) ||
         this.#stream.destroyed;
       if (stop()) {
@@ -304,7 +305,7 @@ export class MessageWriter<T> {
   /** Pass the fds of `entry`, then write its message; then go on with the queue. */
   async #pass(entry: Entry<T>): Promise<void> {
     this.#passing = true;
-    const request = entry.request;
+    const request = entry;
     const stream = this.#stream;
     let error: unknown;
     try {
@@ -321,16 +322,16 @@ export class MessageWriter<T> {
         !(await this.#until(new Promise<void>((r) => stream.write("", () => r())), entry, false))
       ) {
         error = this.#closed?.error ?? ended("its fds were passed");
-      } else if (entry.state === "queued") {
+      } else if (entry.writeState === "queued") {
         // From here on the fds are on their way: no cancelling.
-        entry.state = "passing";
+        entry.writeState = "passing";
         this.#waiting--;
         await this.#options.passFds(
           request.fds!,
           () => this.#closed === undefined && !stream.destroyed,
         );
         if (this.#closed === undefined) {
-          entry.state = "done";
+          entry.writeState = "done";
           const text = this.#serialize(request);
           if (text !== undefined) {
             this.#options.onWrite?.(request.message, request.fds);
@@ -345,9 +346,9 @@ export class MessageWriter<T> {
     } finally {
       this.#passing = false;
     }
-    if (entry.state !== "done") {
-      if (entry.state === "queued") this.#waiting--;
-      entry.state = "done";
+    if (entry.writeState !== "done") {
+      if (entry.writeState === "queued") this.#waiting--;
+      entry.writeState = "done";
       request.failed(error ?? this.#closed?.error);
     }
     if (this.#queue[this.#head] === entry) this.#head++;

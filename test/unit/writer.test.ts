@@ -30,6 +30,7 @@ function request(message: object, log: string[]): OutboundRequest<object> {
     fence: undefined,
     writing: () => log.push("writing"),
     failed: (err) => log.push(`failed ${(err as Error).name}`),
+    writeState: "new",
   };
 }
 
@@ -90,7 +91,8 @@ void test("cancel() takes a request back before it is written; the queue bound c
   const { stream, writes } = sink();
   const w = writer(stream, [], 2);
   const log: string[] = [];
-  const a = w.enqueue(request({ n: 1 }, log));
+  const a = request({ n: 1 }, log);
+  w.enqueue(a);
   w.enqueue(request({ n: 2 }, log));
   assert.throws(() => w.enqueue(request({ n: 3 }, log)), { code: "QMP_ERR_QUEUE_FULL" });
   assert.equal(w.cancel(a), true);
