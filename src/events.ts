@@ -1,6 +1,7 @@
 // EventListener: a bounded queue of QMP events with filtering, history and async iteration.
 
 import { ListenerError, SessionEndedError } from "./errors.js";
+import { Fifo } from "./fifo.js";
 import type { QMPEvent } from "./message.js";
 import { type CallOptions, checkCallOptions, deadline, raceSignal } from "./util.js";
 
@@ -72,9 +73,8 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
   readonly overflow: OverflowPolicy;
   readonly #historySize: number;
   readonly #throwOnEnd: boolean;
-  /** Ring of queued events: `#queue[#head .. ]`. */
-  #queue: QMPEvent[] = [];
-  #head = 0;
+  /** Events not consumed yet. */
+  readonly #queue = new Fifo<QMPEvent>();
   #history: QMPEvent[] = [];
   #historyHead = 0;
   #waiters: Waiter[] = [];
@@ -107,7 +107,7 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
 
   /** Number of events waiting to be consumed. */
   get pending(): number {
-    return this.#queue.length - this.#head;
+    return this.#queue.length;
   }
 
   /** The last `historySize` events taken, oldest first (consumed or not). */
@@ -129,9 +129,7 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
 
   /** Remove and return every waiting event; an overflow not yet reported by `get()` is forgotten. */
   clear(): QMPEvent[] {
-    const events = this.#queue.slice(this.#head);
-    this.#queue = [];
-    this.#head = 0;
+    const events = this.#queue.takeAll();
     // What overflowed is gone with the rest: the next get() has nothing to report.
     this.#overflowed = false;
     return events;
@@ -182,7 +180,8 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
         new ListenerError(`Event listener overflowed: ${this.#dropped} event(s) dropped so far`),
       );
     }
-    if (this.#head < this.#queue.length) return Promise.resolve(this.#shift());
+    const queued = this.#queue.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
     if (this.#isEnded) return Promise.resolve(END);
     const { signal, timeout } = options;
     let waiter!: Waiter;
@@ -201,19 +200,6 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
     }).finally(d.dispose);
   }
 
-  #shift(): QMPEvent {
-    const event = this.#queue[this.#head]!;
-    this.#head++;
-    if (this.#head === this.#queue.length) {
-      this.#queue = [];
-      this.#head = 0;
-    } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#head);
-      this.#head = 0;
-    }
-    return event;
-  }
-
   /** @internal A new event for this listener (already checked with {@link accepts}). */
   [kPush](event: QMPEvent): void {
     if (this.#historySize > 0) {
@@ -230,7 +216,7 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
     }
     if (this.pending >= this.maxPending) {
       this.#dropped++;
-      if (this.overflow === "drop-oldest") this.#shift();
+      if (this.overflow === "drop-oldest") this.#queue.shift();
       else {
         if (this.overflow === "error") this.#overflowed = true;
         return;

@@ -3,6 +3,7 @@
 
 import type { Duplex } from "node:stream";
 import { QMPError, QueueFullError, SessionEndedError } from "./errors.js";
+import { Fifo } from "./fifo.js";
 
 /**
  * What an fd pass waits for before it goes out: the replies to earlier
@@ -75,8 +76,7 @@ const BATCH_MESSAGES = 1024;
 export class MessageWriter<T> {
   readonly #stream: Duplex;
   readonly #options: WriterOptions<T>;
-  #queue: Entry<T>[] = [];
-  #head = 0;
+  readonly #queue = new Fifo<Entry<T>>();
   /** Requests waiting (queued and not cancelled). */
   #waiting = 0;
   #scheduled = false;
@@ -192,15 +192,11 @@ export class MessageWriter<T> {
   abort(error: unknown): void {
     if (this.#closed !== undefined) return;
     this.#closed = { error };
-    const queue = this.#queue;
-    const head = this.#head;
-    this.#queue = [];
-    this.#head = 0;
+    const queue = this.#queue.takeAll();
     this.#waiting = 0;
     this.#wake?.();
     this.#flushed?.();
-    for (let i = head; i < queue.length; i++) {
-      const entry = queue[i]!;
+    for (const entry of queue) {
       if (entry.writeState === "done") continue;
       entry.writeState = "done";
       entry.failed(error);
@@ -219,10 +215,9 @@ export class MessageWriter<T> {
     const options = this.#options;
     const queue = this.#queue;
     let batch = "";
-    while (this.#head < queue.length) {
-      const entry = queue[this.#head]!;
+    for (let entry = queue.peek(); entry !== undefined; entry = queue.peek()) {
       if (entry.writeState === "done") {
-        this.#head++;
+        queue.shift();
         continue;
       }
       if (entry.fds !== undefined) {
@@ -230,7 +225,7 @@ export class MessageWriter<T> {
         void this.#pass(entry);
         return;
       }
-      this.#head++;
+      queue.shift();
       entry.writeState = "done";
       this.#waiting--;
       const request = entry;
@@ -248,8 +243,7 @@ export class MessageWriter<T> {
       }
     }
     if (batch !== "" && !stream.write(batch)) this.#blocked = true;
-    this.#compact();
-    if (this.#head === this.#queue.length && !this.#blocked) this.#flushed?.();
+    if (queue.length === 0 && !this.#blocked) this.#flushed?.();
   }
 
   /** `writing()` then the message's text; `undefined` (request failed) when it cannot be serialized. */
@@ -264,16 +258,6 @@ export class MessageWriter<T> {
     } catch (err) {
       request.failed(new TypeError(`The message cannot be serialized as JSON: ${String(err)}`));
       return undefined;
-    }
-  }
-
-  #compact(): void {
-    if (this.#head === this.#queue.length) {
-      this.#queue = [];
-      this.#head = 0;
-    } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#head);
-      this.#head = 0;
     }
   }
 
@@ -351,7 +335,7 @@ export class MessageWriter<T> {
       entry.writeState = "done";
       request.failed(error ?? this.#closed?.error);
     }
-    if (this.#queue[this.#head] === entry) this.#head++;
+    if (this.#queue.peek() === entry) this.#queue.shift();
     if (!this.#blocked) this.#pump();
   }
 }

@@ -310,14 +310,19 @@ async function heldServer(t: TestContext, capabilities?: string[]) {
   return { server, release };
 }
 
-void test("with oob, fds wait for the replies to earlier fd commands (the fence)", async (t) => {
+/** A client on a held fake server, with a scripted fd sender that records what it passed. */
+async function heldSession(t: TestContext, capabilities?: string[]) {
   const { sender, calls } = scriptedSender([]);
   setFdSenderLoaderForTests(() => Promise.resolve(sender));
   t.after(() => setFdSenderLoaderForTests(undefined));
-  const { server, release } = await heldServer(t);
+  const { server, release } = await heldServer(t, capabilities);
   const client = newClient(t);
   await client.connect(server.address);
-  const peer = await server.peer();
+  return { calls, client, release, peer: await server.peer() };
+}
+
+void test("with oob, fds wait for the replies to earlier fd commands (the fence)", async (t) => {
+  const { calls, client, release, peer } = await heldSession(t);
 
   const slow = client.execute("slow", undefined, { fds: [8] });
   const withFd = client.execute("fast", undefined, { fds: [9] });
@@ -334,13 +339,7 @@ void test("with oob, fds wait for the replies to earlier fd commands (the fence)
 });
 
 void test("with oob, the command after a lone sendFdScm() is one the fence waits for", async (t) => {
-  const { sender, calls } = scriptedSender([]);
-  setFdSenderLoaderForTests(() => Promise.resolve(sender));
-  t.after(() => setFdSenderLoaderForTests(undefined));
-  const { server, release } = await heldServer(t);
-  const client = newClient(t);
-  await client.connect(server.address);
-  const peer = await server.peer();
+  const { calls, client, release, peer } = await heldSession(t);
 
   const scm = client.sendFdScm(5);
   const takes = client.execute("slow"); // takes fd 5, as getfd would
@@ -356,12 +355,7 @@ void test("with oob, the command after a lone sendFdScm() is one the fence waits
 
 void test("fds never wait for unrelated commands, nor for anything without oob", async (t) => {
   for (const capabilities of [["oob"], []]) {
-    const { sender, calls } = scriptedSender([]);
-    setFdSenderLoaderForTests(() => Promise.resolve(sender));
-    t.after(() => setFdSenderLoaderForTests(undefined));
-    const { server, release } = await heldServer(t, capabilities);
-    const client = newClient(t);
-    await client.connect(server.address);
+    const { calls, client, release } = await heldSession(t, capabilities);
     // Without oob, QEMU reads nothing while a command runs: no fence is needed.
     const slow = client.execute("slow", undefined, capabilities.length === 0 ? { fds: [7] } : {});
     const withFd = client.execute("fast", undefined, { fds: [9] });
