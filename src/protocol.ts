@@ -51,7 +51,7 @@ import {
   raceSignal,
   timeoutError,
 } from "./util.js";
-import type { OutboundRequest } from "./writer.js";
+import { type OutboundRequest, plainRequest } from "./writer.js";
 
 /**
  * Base class of the protocol clients: owns the runstate and the current
@@ -400,16 +400,9 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    * @throws as {@link checkSend} (as a rejection).
    */
   protected sendMessage(message: TMessage): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.send({
-        message,
-        fds: undefined,
-        fence: undefined,
-        writing: resolve,
-        failed: reject,
-        writeState: "new",
-      });
-    });
+    return new Promise<void>((resolve, reject) =>
+      this.send(plainRequest(message, resolve, reject)),
+    );
   }
 
   /** Take a request out of the writer's queue if it was not written yet. */

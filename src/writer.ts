@@ -40,6 +40,15 @@ export interface OutboundRequest<T> {
 
 type Entry<T> = OutboundRequest<T>;
 
+/** A request for `message` alone: no fds, nothing to wait for; `written` or `failed` is called. */
+export function plainRequest<T>(
+  message: T,
+  written: () => void,
+  failed: (err: unknown) => void,
+): OutboundRequest<T> {
+  return { message, fds: undefined, fence: undefined, writing: written, failed, writeState: "new" };
+}
+
 /** How the writer passes fds: resolves once the kernel has them (see `sendFdsOn`). */
 export type FdPasser = (fds: readonly number[], stillOpen: () => boolean) => Promise<void>;
 
