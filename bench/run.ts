@@ -1,329 +1,207 @@
-// Benchmarks, run by `npm run bench`: each case runs variants side by side, interleaved, and reports ratios.
+// `npm run bench`: qmp, a raw reference client and node-qemu side by side on real sockets, against a fake server
+// process and real QEMU; then the in-memory micro-benchmarks.
 //
-// Absolute times on a shared machine are noise; the ratios between variants
-// measured in the same run are what we report.
+//   npm run bench -- [--only ROW[,ROW]] [--rounds N] [--scale F] [--markdown] [--readme]
+//                    [--json FILE] [--compare FILE] [--list]
+//
+// Absolute numbers on a shared machine are noise; ratios between clients
+// measured alternately in the same run are what we report. Progress goes to
+// stderr, the report to stdout.
 
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { Duplex } from "node:stream";
-import { JsonObjectScanner } from "../src/framing.js";
-import { QMPClient } from "../src/index.js";
-import { duplexPair } from "../test/helpers/duplex.js";
+import { readFileSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { parseArgs } from "node:util";
+import { VARIANTS, type VariantId } from "./clients.js";
+import { type MicroResult, runMicro } from "./micro.js";
+import {
+  buildSchema,
+  captureSchema,
+  cleanupAll,
+  type FakeServer,
+  type Qemu,
+  qemuVersionLine,
+  startFakeServer,
+  startQemu,
+  tempDir,
+} from "./peers.js";
+import {
+  type BenchReport,
+  compareReports,
+  markdownReport,
+  replaceInReadme,
+  textReport,
+} from "./report.js";
+import { type Context, ROWS, type RowResult } from "./workloads.js";
 
-const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 7);
+const USAGE = `usage: npm run bench -- [options]
+  --only ROW[,ROW]  run a subset: ${[...ROWS.map((r) => r.id), "micro"].join(", ")}
+  --rounds N        timed rounds per row (default 5, or BENCH_ROUNDS; at least 1)
+  --scale F         multiply every N (default 1, or BENCH_SCALE)
+  --markdown        also print the markdown table
+  --readme          write the markdown table into README.md between the bench markers
+  --json FILE       write the results as JSON
+  --compare FILE    print the change per row against an earlier --json FILE
+  --list            list the rows and exit`;
 
-interface Variant {
-  name: string;
-  run: () => void | Promise<void>;
-}
+const log = (line: string): void => void process.stderr.write(line + "\n");
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-/** Run the variants interleaved ROUNDS times (after a warm-up); print median times and ratios to the first. */
-async function compare(title: string, variants: Variant[]): Promise<Record<string, number>> {
-  const times = new Map<string, number[]>(variants.map((v) => [v.name, []]));
-  for (const v of variants) await v.run(); // warm-up
-  for (let r = 0; r < ROUNDS; r++) {
-    for (const v of variants) {
-      const t0 = performance.now();
-      await v.run();
-      times.get(v.name)!.push(performance.now() - t0);
-    }
-  }
-  console.log(`\n## ${title}`);
-  const base = median(times.get(variants[0]!.name)!);
-  const out: Record<string, number> = {};
-  for (const v of variants) {
-    const m = median(times.get(v.name)!);
-    out[v.name] = m / base;
-    console.log(
-      `  ${v.name.padEnd(48)} ${m.toFixed(2).padStart(9)} ms   ×${(m / base).toFixed(2)}`,
-    );
-  }
-  return out;
-}
-
-function chunk(buf: Buffer, size: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i < buf.length; i += size) out.push(buf.subarray(i, i + size));
-  return out;
-}
-
-// --------------------------------------------------------------- framing
-
-function scanAll(chunks: Buffer[]): number {
-  const scanner = new JsonObjectScanner({ maxMessageSize: Infinity });
-  let n = 0;
-  for (const c of chunks) scanner.push(c, () => n++);
-  return n;
-}
-
-/** The usual newline framer: split on \n, JSON.parse each line (cannot do pretty=on). */
-function lineSplitAll(chunks: Buffer[]): number {
-  let rest = "";
-  let n = 0;
-  for (const c of chunks) {
-    const text = rest + c.toString("utf8");
-    let start = 0;
-    for (let nl = text.indexOf("\n"); nl !== -1; nl = text.indexOf("\n", start)) {
-      const line = text.slice(start, nl).trim();
-      start = nl + 1;
-      if (line) {
-        JSON.parse(line);
-        n++;
-      }
-    }
-    rest = text.slice(start);
-  }
-  return n;
-}
-
-/** A naive framer that re-tries JSON.parse on the whole buffer after every chunk (quadratic). */
-function retryParseAll(chunks: Buffer[]): number {
-  let text = "";
-  let n = 0;
-  for (const c of chunks) {
-    text += c.toString("utf8");
-    try {
-      JSON.parse(text);
-      text = "";
-      n++;
-    } catch {
-      // Incomplete; wait for more.
-    }
-  }
-  return n;
-}
-
-/** A framer that re-scans the whole buffer for a newline after every chunk (quadratic). */
-function rescanAll(chunks: Buffer[]): number {
-  let buf = Buffer.alloc(0);
-  let n = 0;
-  for (const c of chunks) {
-    buf = Buffer.concat([buf, c]);
-    let nl: number;
-    while ((nl = buf.indexOf(0x0a)) !== -1) {
-      JSON.parse(buf.subarray(0, nl).toString("utf8"));
-      buf = buf.subarray(nl + 1);
-      n++;
-    }
-  }
-  return n;
-}
-
-function makeTraffic(count: number): Buffer {
-  const lines: string[] = [];
-  for (let i = 1; i <= count; i++) {
-    if (i % 10 === 0) {
-      lines.push(
-        JSON.stringify({
-          timestamp: { seconds: 1795628597, microseconds: 604202 },
-          event: "BLOCK_JOB_COMPLETED",
-          data: { device: `drive${i}`, len: 1048576, offset: 1048576, speed: 0, type: "mirror" },
-        }),
-      );
-    }
-    lines.push(JSON.stringify({ return: { status: "running", running: true }, id: i }));
-  }
-  return Buffer.from(lines.join("\r\n") + "\r\n");
-}
-
-function makeBigReply(bytes: number): Buffer {
-  const entries: object[] = [];
-  let size = 0;
-  for (let i = 0; size < bytes; i++) {
-    const e = {
-      name: `x-entry-${i}`,
-      "meta-type": "object",
-      members: [
-        { name: "node-name", type: "str" },
-        { name: "detect-zeroes", type: "int", default: null },
-      ],
-    };
-    size += JSON.stringify(e).length + 1;
-    entries.push(e);
-  }
-  return Buffer.from(JSON.stringify({ return: entries, id: 7 }) + "\r\n");
-}
-
-// --------------------------------------------------------------- client CPU
-
-/** An in-process peer that answers every command at once with `{"return": {}}`. */
-function echoPeer(stream: Duplex): void {
-  const scanner = new JsonObjectScanner();
-  stream.write(
-    '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 10}, "package": ""}, "capabilities": []}}\r\n',
-  );
-  stream.on("data", (chunk: Buffer) => {
-    let out = "";
-    scanner.push(chunk, (f) => {
-      if (f.kind === "message") out += `{"return": {}, "id": ${JSON.stringify(f.value["id"])}}\r\n`;
-    });
-    if (out) stream.write(out);
-  });
-}
-
-/** The least a client can do: write, split replies on newlines, match ids. No timeouts, no checks. */
-class MinimalClient {
-  #id = 1;
-  #pending = new Map<number, (v: unknown) => void>();
-  #rest = "";
-  constructor(readonly stream: Duplex) {
-    stream.setEncoding("utf8");
-    stream.on("data", (text: string) => {
-      const all = this.#rest + text;
-      let start = 0;
-      for (let nl = all.indexOf("\n"); nl !== -1; nl = all.indexOf("\n", start)) {
-        const msg = JSON.parse(all.slice(start, nl)) as { id?: number; return?: unknown };
-        start = nl + 1;
-        if (msg.id !== undefined) {
-          this.#pending.get(msg.id)?.(msg.return);
-          this.#pending.delete(msg.id);
-        }
-      }
-      this.#rest = all.slice(start);
-    });
-  }
-  execute(command: string): Promise<unknown> {
-    const id = this.#id++;
-    return new Promise((resolve) => {
-      this.#pending.set(id, resolve);
-      this.stream.write(JSON.stringify({ execute: command, id }));
-    });
-  }
-}
-
-async function waves(execute: () => Promise<unknown>, waves: number, size: number): Promise<void> {
-  for (let w = 0; w < waves; w++) await Promise.all(Array.from({ length: size }, execute));
-}
-
-// --------------------------------------------------------------- against QEMU
-
-async function startQemu(): Promise<{ client: QMPClient; stop: () => Promise<void> }> {
-  const binary = process.env["QMP_TEST_QEMU"] ?? "qemu-system-x86_64";
-  const dir = mkdtempSync(join(tmpdir(), "qmp-bench-"));
-  const path = join(dir, "qmp.sock");
-  const client = new QMPClient({ name: "bench" });
-  await client.startServer(path);
-  const qemu = spawn(
-    binary,
-    [
-      ...["-machine", "none", "-nodefaults", "-display", "none"],
-      ...["-chardev", `socket,id=c,path=${path}`, "-mon", "chardev=c,mode=control"],
-    ],
-    { stdio: "ignore" },
-  );
-  await client.accept({ timeout: 10_000 });
-  return {
-    client,
-    stop: async () => {
-      await client.disconnect().catch(() => {});
-      qemu.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
+function parseOptions(): {
+  only: Set<string> | undefined;
+  rounds: number;
+  scale: number;
+  markdown: boolean;
+  readme: boolean;
+  json: string | undefined;
+  compare: string | undefined;
+  list: boolean;
+} {
+  const { values } = parseArgs({
+    options: {
+      only: { type: "string" },
+      rounds: { type: "string" },
+      scale: { type: "string" },
+      markdown: { type: "boolean", default: false },
+      readme: { type: "boolean", default: false },
+      json: { type: "string" },
+      compare: { type: "string" },
+      list: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
     },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const only = values.only === undefined ? undefined : new Set(values.only.split(","));
+  const known = new Set([...ROWS.map((r) => r.id), "micro"]);
+  for (const id of only ?? []) {
+    if (!known.has(id)) throw new Error(`Unknown row "${id}"\n${USAGE}`);
+  }
+  const rounds = Number(values.rounds ?? process.env["BENCH_ROUNDS"] ?? 5);
+  const scale = Number(values.scale ?? process.env["BENCH_SCALE"] ?? 1);
+  if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error("--rounds must be 1 or more");
+  if (!(scale > 0)) throw new Error("--scale must be above 0");
+  return {
+    only,
+    rounds,
+    scale,
+    markdown: values.markdown,
+    readme: values.readme,
+    json: values.json,
+    compare: values.compare,
+    list: values.list,
   };
 }
 
-async function main(): Promise<void> {
-  const results: Record<string, Record<string, number>> = {};
-  console.log(`# qmp benchmarks (median of ${ROUNDS} interleaved rounds; ratio to the first line)`);
-
-  const traffic = makeTraffic(20_000);
-  const trafficChunks = chunk(traffic, 65536);
-  results["compact"] = await compare(
-    `Framing: ${(traffic.length / 1e6).toFixed(1)} MB of compact QEMU traffic in 64 KiB chunks`,
-    [
-      { name: "qmp JsonObjectScanner", run: () => void scanAll(trafficChunks) },
-      {
-        name: "newline split + JSON.parse (no pretty=on)",
-        run: () => void lineSplitAll(trafficChunks),
-      },
-    ],
-  );
-
-  const big = makeBigReply(4 * 1024 * 1024);
-  const bigChunks = chunk(big, 65536);
-  results["big"] = await compare(
-    `Framing: one ${(big.length / 1e6).toFixed(1)} MB reply (query-qmp-schema-like) in 64 KiB chunks`,
-    [
-      { name: "qmp JsonObjectScanner", run: () => void scanAll(bigChunks) },
-      { name: "concat + re-scan for newline per chunk", run: () => void rescanAll(bigChunks) },
-      { name: "append + re-try JSON.parse per chunk", run: () => void retryParseAll(bigChunks) },
-    ],
-  );
-
-  const pretty = Buffer.from(
-    JSON.stringify(JSON.parse(big.toString("utf8")), null, 4).replace(/\n/g, "\r\n") + "\r\n",
-  );
-  const prettyChunks = chunk(pretty, 65536);
-  results["pretty"] = await compare(
-    `Framing: the same reply pretty-printed (pretty=on, ${(pretty.length / 1e6).toFixed(1)} MB)`,
-    [
-      { name: "qmp JsonObjectScanner", run: () => void scanAll(prettyChunks) },
-      { name: "append + re-try JSON.parse per chunk", run: () => void retryParseAll(prettyChunks) },
-    ],
-  );
-
-  const [mine, theirs] = duplexPair();
-  echoPeer(theirs);
-  const full = new QMPClient({ negotiate: false });
-  await full.connect(mine);
-  const [mine2, theirs2] = duplexPair();
-  echoPeer(theirs2);
-  const minimal = new MinimalClient(mine2);
-  results["cpu"] = await compare(
-    "Client CPU: 20 waves of 500 concurrent commands, in-process peer",
-    [
-      { name: "QMPClient.execute", run: () => waves(() => full.execute("query-status"), 20, 500) },
-      {
-        name: "minimal client (no checks, no timeouts, no events)",
-        run: () => waves(() => minimal.execute("query-status"), 20, 500),
-      },
-    ],
-  );
-  await full.disconnect();
-  mine2.destroy();
-
-  // Wire cost of ids against a real QEMU: it reads one byte per system call.
-  let qemu: Awaited<ReturnType<typeof startQemu>> | undefined;
-  try {
-    qemu = await startQemu();
-  } catch (err) {
-    console.log(`\n(skipping the QEMU cases: ${String(err)})`);
-  }
-  if (qemu !== undefined) {
-    const { client } = qemu;
-    const N = 300;
-    let seq = 0;
-    results["ids"] = await compare(`QEMU: ${N} concurrent query-status, integer vs string ids`, [
-      {
-        name: "integer ids (qmp)",
-        run: async () => {
-          await Promise.all(Array.from({ length: N }, () => client.execute("query-status")));
-        },
-      },
-      {
-        name: 'string ids "__qmp#01234" (Python library style)',
-        run: async () => {
-          await Promise.all(
-            Array.from({ length: N }, () =>
-              client.executeMsg({
-                execute: "query-status",
-                id: `__qmp#${String(++seq % 100000).padStart(5, "0")}`,
-              }),
-            ),
-          );
-        },
-      },
-    ]);
-    await qemu.stop();
-  }
-  console.log("\nRESULTS " + JSON.stringify(results));
+/** "QEMU 10.0.2" from QEMU's `--version` line. */
+function shortQemu(line: string | undefined): string {
+  if (line === undefined) return "no QEMU";
+  const m = /version (\S+)/.exec(line);
+  return m === null ? line : `QEMU ${m[1]}`;
 }
 
-await main();
+async function main(): Promise<void> {
+  const options = parseOptions();
+  if (options.list) {
+    console.log([...ROWS.map((r) => r.id), "micro"].join("\n"));
+    return;
+  }
+  const started = performance.now();
+  const selected = ROWS.filter((r) => options.only?.has(r.id) ?? true);
+  const wantMicro = options.only?.has("micro") ?? true;
+  const qemuLine = await qemuVersionLine();
+  const dir = tempDir();
+  let qemu: Qemu | undefined;
+  let fake: FakeServer | undefined;
+  const rows: RowResult[] = [];
+  let micro: MicroResult[] = [];
+  try {
+    if (qemuLine !== undefined) {
+      qemu = await startQemu(dir, VARIANTS.length).catch((err: unknown) => {
+        log(`(no real QEMU: ${String(err)})`);
+        return undefined;
+      });
+    } else {
+      log("(no real QEMU: qemu-system-x86_64 cannot be run; the QEMU rows are skipped)");
+    }
+    // The schema reply: QEMU's own, captured once; a built one without QEMU.
+    const schema = qemu !== undefined ? await captureSchema(qemu.paths[0]!) : buildSchema(186_000);
+    fake = await startFakeServer(dir, schema);
+    const ctx: Context = {
+      fake: fake.path,
+      qemu:
+        qemu === undefined
+          ? undefined
+          : (Object.fromEntries(VARIANTS.map((v, i) => [v, qemu!.paths[i]!])) as Record<
+              VariantId,
+              string
+            >),
+      schemaBytes: Buffer.byteLength(schema),
+      rounds: options.rounds,
+      scale: options.scale,
+      log,
+    };
+    if (options.scale !== 1) log(`(every N is scaled by ${options.scale})`);
+    for (const row of selected) {
+      if (row.qemu === true && ctx.qemu === undefined) {
+        log(`${row.id}: skipped, no real QEMU`);
+        continue;
+      }
+      const t0 = performance.now();
+      log(`${row.id}: running…`);
+      rows.push(await row.run(ctx));
+      log(`${row.id}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
+    if (wantMicro) {
+      const t0 = performance.now();
+      log("micro: running…");
+      micro = await runMicro(options.rounds, ctx.qemu?.qmp);
+      log(`micro: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
+  } finally {
+    await fake?.stop();
+    await qemu?.stop();
+    cleanupAll();
+  }
+
+  const cpu = cpus();
+  const report: BenchReport = {
+    machine: {
+      cpu: cpu[0]?.model.trim() ?? "unknown CPU",
+      cores: cpu.length,
+      node: process.version,
+      qemu: shortQemu(qemuLine),
+      date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
+      rounds: options.rounds,
+      scale: options.scale,
+    },
+    rows,
+    micro,
+  };
+  console.log(textReport(report));
+  const markdown = markdownReport(report);
+  if (options.markdown) console.log(`\n${markdown}\n`);
+  if (options.readme) {
+    const path = new URL("../../README.md", import.meta.url);
+    writeFileSync(path, replaceInReadme(readFileSync(path, "utf8"), markdown));
+    log("README.md: bench table regenerated");
+  }
+  if (options.json !== undefined) {
+    writeFileSync(options.json, JSON.stringify(report, null, 2) + "\n");
+    log(`results written to ${options.json}`);
+  }
+  if (options.compare !== undefined) {
+    const before = JSON.parse(readFileSync(options.compare, "utf8")) as BenchReport;
+    console.log(`\n${compareReports(before, report)}`);
+  }
+  log(`total: ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+} finally {
+  cleanupAll();
+}

@@ -1,0 +1,108 @@
+// A measuring child process, one per variant and round, for what is per process (RSS): prints one JSON line.
+//
+// Run as `node --expose-gc measure-child.js '{"variant":…,"path":…,"task":…}'`:
+//   task "blob":     one client runs `bench-blob {bytes}`; time, CPU, peak RSS,
+//                    what became of the reply, whether the session survived.
+//   task "sessions": `count` clients connect and run one query-status each;
+//                    RSS and heap growth while they are all open.
+
+import { type BenchClient, connectClient, type VariantId } from "./clients.js";
+
+/** What the parent asks for. */
+export interface ChildTask {
+  variant: VariantId;
+  path: string;
+  task: "blob" | "sessions";
+  bytes?: number;
+  count?: number;
+}
+
+/** What the child prints (one JSON line). */
+export type ChildResult = Record<string, number | string>;
+
+const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
+
+function errorName(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === "string" ? `${err.name} (${code})` : err.name;
+  }
+  return String(err);
+}
+
+async function blob(task: ChildTask): Promise<ChildResult> {
+  const client = await connectClient(task.variant, task.path);
+  gc();
+  const rssBefore = process.memoryUsage.rss();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  let outcome: string;
+  try {
+    const value = await client.execute("bench-blob", { bytes: task.bytes });
+    outcome = `parsed (${Array.isArray(value) ? value.length : 0} entries)`;
+  } catch (err) {
+    outcome = `rejected: ${errorName(err)}`;
+  }
+  const timeMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  // maxRSS is the process's peak, in KiB; the value is still alive here, so it counts.
+  const peakRss = process.resourceUsage().maxRSS * 1024;
+  let alive: string;
+  try {
+    await Promise.race([
+      client.execute("query-status"),
+      new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), 5000).unref()),
+    ]);
+    alive = "yes";
+  } catch (err) {
+    alive = `no (${errorName(err)})`;
+  }
+  await client.close();
+  return {
+    timeMs,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    peakRss,
+    rssBefore,
+    peakGrowth: peakRss - rssBefore,
+    outcome,
+    alive,
+  };
+}
+
+async function sessions(task: ChildTask): Promise<ChildResult> {
+  const count = task.count ?? 1000;
+  // Load the client's code and warm it up first, so that only the sessions count.
+  const first = await connectClient(task.variant, task.path);
+  await first.execute("query-status");
+  gc();
+  const rss0 = process.memoryUsage.rss();
+  const heap0 = process.memoryUsage().heapUsed;
+  const clients: BenchClient[] = [];
+  const t0 = performance.now();
+  // "At once": all stay open; they connect in bursts of 100 so that no listen backlog overflows.
+  for (let i = 0; i < count; i += 100) {
+    const burst = Math.min(100, count - i);
+    clients.push(
+      ...(await Promise.all(
+        Array.from({ length: burst }, () => connectClient(task.variant, task.path)),
+      )),
+    );
+  }
+  await Promise.all(clients.map((c) => c.execute("query-status")));
+  const timeMs = performance.now() - t0;
+  gc();
+  const rss1 = process.memoryUsage.rss();
+  const heap1 = process.memoryUsage().heapUsed;
+  await Promise.all([first, ...clients].map((c) => c.close()));
+  return {
+    timeMs,
+    rssPerSession: (rss1 - rss0) / count,
+    heapPerSession: (heap1 - heap0) / count,
+  };
+}
+
+const task = JSON.parse(process.argv[2] ?? "{}") as ChildTask;
+const result = task.task === "blob" ? await blob(task) : await sessions(task);
+process.stdout.write(JSON.stringify(result) + "\n");
+// Sockets the clients left behind must not keep the child alive.
+process.exit(0);
