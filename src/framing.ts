@@ -93,6 +93,12 @@ export class JsonObjectScanner {
   #noLineFastPath = false;
   /** Inside {@link #replay}: the line fast path is off. */
   #replaying = false;
+  /**
+   * The peer ends its messages with a newline (seen once, on the fast path):
+   * a held message then waits for its newline and is never tried or
+   * scanned before (a peer that sends none is tried at each `}`).
+   */
+  #newlineFramed = false;
   /** Chunks of a message held by the line fast path until its newline comes. */
   #lineParts: Buffer[] | undefined;
   #lineSize = 0;
@@ -147,12 +153,18 @@ export class JsonObjectScanner {
     }
     const size = this.#lineSize + nl;
     if (size <= this.#max) {
-      const whole = Buffer.concat([...this.#lineParts, buf.subarray(0, nl)], size);
-      const value = tryParseObject(whole, 0, size);
+      const parts = this.#lineParts;
+      parts.push(buf.subarray(0, nl));
+      const trimmed = trimmedPartsSize(parts, size);
+      // Join, then let the chunks go before decoding (once) and parsing.
+      const whole = Buffer.concat(parts, size);
+      this.#lineParts = [whole.subarray(0, this.#lineSize)];
+      const value = parseObject(whole.toString("utf8"));
       if (value !== undefined) {
         this.#lineParts = undefined;
         this.#lineSize = 0;
-        sink({ kind: "message", value, size: trimmedSize(buf, nl, size) });
+        this.#newlineFramed = true;
+        sink({ kind: "message", value, size: trimmed });
         this.#scan(buf.subarray(nl + 1), sink);
         return;
       }
@@ -172,6 +184,9 @@ export class JsonObjectScanner {
     if (this.#lineParts === undefined) this.#lineParts = [part];
     else this.#lineParts.push(part);
     this.#lineSize += part.length;
+    // A peer that ends its messages with a newline (QEMU, qemu-ga) will send
+    // this one's too: nothing to try before it comes.
+    if (this.#newlineFramed) return;
     let last = part.length - 1;
     while (last >= 0 && isSpace(part[last]!)) last--;
     if (last < 0 || part[last] !== RBRACE) return;
@@ -272,6 +287,7 @@ export class JsonObjectScanner {
               const value =
                 ascii !== null ? parseObject(ascii.slice(i, nl)) : tryParseObject(buf, i, nl);
               if (value !== undefined) {
+                this.#newlineFramed = true;
                 sink({ kind: "message", value, size: trimmedSize(buf, nl, nl - i) });
                 i = nl + 1;
                 continue;
@@ -519,6 +535,18 @@ function trimmedSize(buf: Buffer, nl: number, size: number): number {
   let end = nl;
   while (end > 0 && isSpace(buf[end - 1]!)) end--;
   return size - (nl - end);
+}
+
+/** `size` bytes held in `parts`, less the whitespace at their end (a `\r` before the newline). */
+function trimmedPartsSize(parts: readonly Buffer[], size: number): number {
+  for (let p = parts.length - 1; p >= 0; p--) {
+    const part = parts[p]!;
+    for (let i = part.length - 1; i >= 0; i--) {
+      if (!isSpace(part[i]!)) return size;
+      size--;
+    }
+  }
+  return size;
 }
 
 /** `buf[start, end)` parsed, if it is exactly one JSON object; else undefined. */

@@ -982,3 +982,23 @@ void test("pretty=on output still turns the line fast path off", () => {
   assert.equal(count, 20);
   assert.equal(scanner.lineFastPath, false);
 });
+
+void test("a peer that ends messages with newlines: a held message waits for its newline, and is read once", () => {
+  const scanner = new JsonObjectScanner();
+  const got: Frame[] = [];
+  const sink = (f: Frame): void => void got.push(f);
+  scanner.push(Buffer.from('{"QMP": {"version": {}, "capabilities": []}}\r\n'), sink);
+  assert.equal(got.length, 1);
+  // Cut after a nested '}' and after the final one: nothing is tried before the newline.
+  scanner.push(Buffer.from('{"return": {"a": {}}'), sink);
+  scanner.push(Buffer.from(', "id": 1}'), sink);
+  assert.equal(got.length, 1, "held until its newline");
+  scanner.push(Buffer.from("\r"), sink);
+  scanner.push(Buffer.from("\n"), sink);
+  assert.deepEqual(got[1], {
+    kind: "message",
+    value: { return: { a: {} }, id: 1 },
+    size: '{"return": {"a": {}}, "id": 1}'.length,
+  });
+  assert.equal(scanner.lineFastPath, true);
+});
