@@ -140,9 +140,10 @@ export class CallTable {
   /** An abandoned id-less call's reply is still due: the id-less slot stays taken. */
   #idlessAbandoned = false;
   /** Ids of abandoned calls whose late reply may still come. */
-  readonly #abandoned = new Set<unknown>();
+  // Made on first use (most sessions never need them): a client is cheap to keep.
+  #abandoned: Set<unknown> | undefined;
   /** Calls that take fds QEMU holds for them, not over yet. */
-  readonly #fdCalls = new Set<Call>();
+  #fdCalls: Set<Call> | undefined;
   /** A lone fd pass went out: the next command is the one that takes its fds. */
   #fdsForNextCommand = false;
   /** A `quit` was written this session: QEMU will close (or reset) the connection. */
@@ -185,7 +186,7 @@ export class CallTable {
     }
     const key = id as string | number;
     if (this.#byId.has(key)) throw new DuplicateIdError(`The id ${JSON.stringify(id)} is in use`);
-    if (this.#abandoned.has(key)) {
+    if (this.#abandoned?.has(key)) {
       throw new DuplicateIdError(
         `The id ${JSON.stringify(id)} belongs to an abandoned call whose late reply may still come`,
       );
@@ -198,7 +199,7 @@ export class CallTable {
     assignId: boolean,
     fds: readonly number[] | undefined,
   ): Call {
-    const fence = fds !== undefined && this.fencing ? new FdFence(this.#fdCalls) : undefined;
+    const fence = fds !== undefined && this.fencing ? new FdFence(this.#fdCalls ?? []) : undefined;
     const call = new Call(this, message, assignId, fds, fence);
     if (message === undefined) {
       this.#fdsForNextCommand = true;
@@ -206,7 +207,7 @@ export class CallTable {
     }
     if (fds !== undefined || this.#fdsForNextCommand) {
       this.#fdsForNextCommand = false;
-      if (this.fencing) this.#fdCalls.add(call);
+      if (this.fencing) (this.#fdCalls ??= new Set()).add(call);
     }
     if (message.id !== undefined) this.#byId.set(message.id as string | number, call);
     else if (!assignId) this.#idless = call;
@@ -252,7 +253,7 @@ export class CallTable {
 
   /** `call` is over: release the fences that wait for it. */
   over(call: Call): void {
-    this.#fdCalls.delete(call);
+    this.#fdCalls?.delete(call);
     const fences = call.fences;
     call.fences = undefined;
     if (fences !== undefined) for (const f of fences) f.release();
@@ -276,9 +277,10 @@ export class CallTable {
   }
 
   #abandon(id: unknown): void {
-    this.#abandoned.add(id);
-    if (this.#abandoned.size > ABANDONED_MEMORY) {
-      this.#abandoned.delete(this.#abandoned.values().next().value);
+    const abandoned = (this.#abandoned ??= new Set());
+    abandoned.add(id);
+    if (abandoned.size > ABANDONED_MEMORY) {
+      abandoned.delete(abandoned.values().next().value);
     }
   }
 
@@ -310,7 +312,7 @@ export class CallTable {
     const id = message["id"];
     const call = this.#callFor(id);
     if (call === undefined) {
-      if (this.#abandoned.delete(id)) {
+      if (this.#abandoned?.delete(id)) {
         this.logger.debug(`${tag}Dropping the late reply to abandoned call ${JSON.stringify(id)}`);
       } else {
         this.logger.warn(`${tag}Dropping a reply with unknown id ${JSON.stringify(id)}`);
@@ -328,7 +330,7 @@ export class CallTable {
   oversize(id: unknown, err: Error): boolean {
     const call = this.#callFor(id);
     if (call === undefined) {
-      this.#abandoned.delete(id);
+      this.#abandoned?.delete(id);
       return false;
     }
     this.#byId.delete(id as string | number);
@@ -355,7 +357,7 @@ export class CallTable {
     this.#byId.clear();
     this.#idless = undefined;
     this.#idlessAbandoned = false;
-    this.#abandoned.clear();
+    this.#abandoned = undefined;
     this.#fdsForNextCommand = false;
     this.quitSent = false;
     for (const call of calls) {
@@ -363,7 +365,7 @@ export class CallTable {
       else if (call.state === "sent") call.settle(undefined, interrupted(call, "replied", reason));
       else call.settle(undefined, interrupted(call, "was sent", reason));
     }
-    this.#fdCalls.clear();
+    this.#fdCalls = undefined;
   }
 }
 

@@ -82,7 +82,8 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
   #overflowed = false;
   #ended: unknown = undefined;
   #isEnded = false;
-  readonly #detachers = new Set<() => void>();
+  /** How to unregister from each client (made on first registration). */
+  #detachers: Set<() => void> | undefined;
 
   /**
    * @throws {RangeError} when `maxPending` is below 1 or `historySize` below 0.
@@ -163,7 +164,7 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
 
   /** Unregister from every client this listener is registered with. */
   [Symbol.dispose](): void {
-    for (const detach of [...this.#detachers]) detach();
+    for (const detach of [...(this.#detachers ?? [])]) detach();
   }
 
   #endError(): SessionEndedError {
@@ -240,7 +241,8 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
 
   /** @internal Remember how to unregister from a client; returns the forgetter. */
   [kAttach](detach: () => void): () => void {
-    this.#detachers.add(detach);
-    return () => this.#detachers.delete(detach);
+    const detachers = (this.#detachers ??= new Set());
+    detachers.add(detach);
+    return () => detachers.delete(detach);
   }
 }

@@ -327,10 +327,11 @@ export class QMPClient extends Protocol<CommandMessage> {
     const forget = listener[kAttach](() => {
       if (this.#listeners.has(listener)) this.unregisterListener(listener);
     });
-    this.#forgetters.set(listener, forget);
+    (this.#forgetters ??= new Map()).set(listener, forget);
   }
 
-  readonly #forgetters = new Map<EventListener, () => void>();
+  /** How each registered listener forgets this client (made on the first registration). */
+  #forgetters: Map<EventListener, () => void> | undefined;
 
   /**
    * Unregister a listener; its queued events stay in it.
@@ -344,8 +345,8 @@ export class QMPClient extends Protocol<CommandMessage> {
     if (!this.#listeners.delete(listener)) {
       throw new ListenerError("This listener is not registered with this client");
     }
-    this.#forgetters.get(listener)?.();
-    this.#forgetters.delete(listener);
+    this.#forgetters?.get(listener)?.();
+    this.#forgetters?.delete(listener);
   }
 
   /**

@@ -70,14 +70,14 @@ export function stateErrorMessage(cls: string, state: Runstate): string {
  */
 export class RunstateCell {
   #state: Runstate = Runstate.IDLE;
-  #next!: Promise<Runstate>;
-  #resolveNext!: (state: Runstate) => void;
+  /** The promise for the next transition, made when someone asks for it. */
+  #next: Promise<Runstate> | undefined;
+  #resolveNext: ((state: Runstate) => void) | undefined;
   readonly #onChange: (state: Runstate, previous: Runstate) => void;
 
   /** `onChange` hears every transition, after the state changed. */
   constructor(onChange: (state: Runstate, previous: Runstate) => void) {
     this.#onChange = onChange;
-    this.#arm();
   }
 
   get state(): Runstate {
@@ -86,7 +86,7 @@ export class RunstateCell {
 
   /** Resolves at the next transition, with the new state. */
   get next(): Promise<Runstate> {
-    return this.#next;
+    return (this.#next ??= new Promise<Runstate>((resolve) => (this.#resolveNext = resolve)));
   }
 
   /**
@@ -100,12 +100,9 @@ export class RunstateCell {
     checkTransition(previous, state);
     this.#state = state;
     const resolve = this.#resolveNext;
-    this.#arm();
-    resolve(state);
+    this.#next = undefined;
+    this.#resolveNext = undefined;
+    resolve?.(state);
     this.#onChange(state, previous);
-  }
-
-  #arm(): void {
-    this.#next = new Promise<Runstate>((resolve) => (this.#resolveNext = resolve));
   }
 }

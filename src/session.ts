@@ -43,15 +43,14 @@ export class Session<T> {
   readonly #hooks: SessionHooks<T>;
   #open = true;
   #error: unknown;
-  #rejectEnded!: (reason: Error) => void;
-  /** Rejects when the session ends: with the error that broke it, or a {@link SessionEndedError}. */
-  readonly ended: Promise<never>;
+  /** Why it ended (the error given to waiters), once it has. */
+  #reason: Error | undefined;
+  #ended: Promise<never> | undefined;
+  #rejectEnded: ((reason: Error) => void) | undefined;
 
   constructor(stream: Duplex, limits: SessionLimits, hooks: SessionHooks<T>) {
     this.stream = stream;
     this.#hooks = hooks;
-    this.ended = new Promise<never>((_, reject) => (this.#rejectEnded = reject));
-    this.ended.catch(() => {});
     this.writer = new MessageWriter<T>(stream, {
       serialize: (m) => hooks.serialize(m),
       onWrite: (m, fds) => hooks.onWrite(m, fds),
@@ -73,6 +72,22 @@ export class Session<T> {
       },
       end: (err) => this.end(err),
     });
+  }
+
+  /**
+   * Rejects when the session ends: with the error that broke it, or a
+   * {@link SessionEndedError}. Made when first asked for.
+   */
+  get ended(): Promise<never> {
+    if (this.#ended === undefined) {
+      const reason = this.#reason;
+      this.#ended =
+        reason !== undefined
+          ? Promise.reject(reason)
+          : new Promise<never>((_, reject) => (this.#rejectEnded = reject));
+      this.#ended.catch(() => {});
+    }
+    return this.#ended;
   }
 
   /** Whether the session still runs (neither ended nor closing). */
@@ -129,7 +144,8 @@ export class Session<T> {
     try {
       this.#hooks.ended(err, reason);
     } finally {
-      this.#rejectEnded(reason);
+      this.#reason = reason;
+      this.#rejectEnded?.(reason);
     }
   }
 }
