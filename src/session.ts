@@ -4,8 +4,8 @@ import type { Duplex } from "node:stream";
 import { SessionEndedError } from "./errors.js";
 import { fdPassingTarget, loadFdSender, sendFdsOn } from "./fd-passing.js";
 import type { Frame } from "./framing.js";
-import { MessageReader } from "./reader.js";
-import { MessageWriter } from "./writer.js";
+import { MessageReader, type ReaderSink } from "./reader.js";
+import { MessageWriter, type WriterSink } from "./writer.js";
 
 /** What a {@link Session} asks of the protocol that runs it. */
 export interface SessionHooks<T> {
@@ -36,7 +36,7 @@ export interface SessionLimits {
  * a protocol error, or locally (`close()`, `destroy()`). The first error is
  * kept as the root cause.
  */
-export class Session<T> {
+export class Session<T> implements ReaderSink, WriterSink<T> {
   readonly stream: Duplex;
   readonly writer: MessageWriter<T>;
   readonly #reader: MessageReader;
@@ -51,27 +51,40 @@ export class Session<T> {
   constructor(stream: Duplex, limits: SessionLimits, hooks: SessionHooks<T>) {
     this.stream = stream;
     this.#hooks = hooks;
-    this.writer = new MessageWriter<T>(stream, {
-      serialize: (m) => hooks.serialize(m),
-      onWrite: (m, fds) => hooks.onWrite(m, fds),
-      passFds: async (fds, stillOpen) => {
-        const sender = await loadFdSender();
-        await sendFdsOn(sender, fdPassingTarget(stream), fds, stillOpen);
-      },
-      onError: (err) => this.end(err),
-      maxQueued: limits.maxQueuedMessages,
-    });
+    // The session is the reader's and the writer's sink itself: no closures per session.
+    this.writer = new MessageWriter<T>(stream, this, limits.maxQueuedMessages);
     stream.on("drain", () => this.writer.drained());
-    this.#reader = new MessageReader(stream, limits.maxMessageSize, {
-      frame: (frame) => {
-        try {
-          hooks.frame(frame);
-        } catch (err) {
-          this.end(err);
-        }
-      },
-      end: (err) => this.end(err),
-    });
+    this.#reader = new MessageReader(stream, limits.maxMessageSize, this);
+  }
+
+  /** For the reader: one inbound frame. A hook that throws ends the session. */
+  frame(frame: Frame): void {
+    try {
+      this.#hooks.frame(frame);
+    } catch (err) {
+      this.end(err);
+    }
+  }
+
+  /** For the writer. */
+  serialize(message: T): string {
+    return this.#hooks.serialize(message);
+  }
+
+  /** For the writer. */
+  onWrite(message: T | undefined, fds: readonly number[] | undefined): void {
+    this.#hooks.onWrite(message, fds);
+  }
+
+  /** For the writer: fds over SCM_RIGHTS on this session's socket. */
+  async passFds(fds: readonly number[], stillOpen: () => boolean): Promise<void> {
+    const sender = await loadFdSender();
+    await sendFdsOn(sender, fdPassingTarget(this.stream), fds, stillOpen);
+  }
+
+  /** For the writer: the connection failed while passing fds. */
+  onError(err: unknown): void {
+    this.end(err);
   }
 
   /**

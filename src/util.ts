@@ -105,6 +105,12 @@ export function deadline(
   // Check before any listener is added, so that a throw leaves nothing behind.
   checkCallOptions(options);
   const timeout = options.timeout;
+  if ((timeout === undefined || timeout === Infinity) && options.signal === undefined) {
+    // Nothing to compose: one signal given is used as it is (connect() without a
+    // timeout costs no controller and no listener beyond its own).
+    const only = more.filter((s): s is AbortSignal => s !== undefined);
+    if (only.length === 1) return { signal: only[0]!, dispose: noop };
+  }
   const controller = new AbortController();
   const sources = [options.signal, ...more].filter((s): s is AbortSignal => s !== undefined);
   const listeners: (() => void)[] = [];
@@ -140,6 +146,8 @@ export function deadline(
   }
   return { signal: controller.signal, dispose };
 }
+
+function noop(): void {}
 
 /**
  * Wait for `promise`, or reject with the signal's reason when it aborts

@@ -49,21 +49,16 @@ export function plainRequest<T>(
   return { message, fds: undefined, fence: undefined, writing: written, failed, writeState: "new" };
 }
 
-/** How the writer passes fds: resolves once the kernel has them (see `sendFdsOn`). */
-export type FdPasser = (fds: readonly number[], stillOpen: () => boolean) => Promise<void>;
-
-/** What a {@link MessageWriter} needs besides its stream. */
-export interface WriterOptions<T> {
+/** What a {@link MessageWriter} needs besides its stream (a session implements it). */
+export interface WriterSink<T> {
   /** The message as a string for the wire. */
   serialize(message: T): string;
   /** Called with each message as it is written (tracing, diagnostics). */
-  onWrite?: ((message: T | undefined, fds: readonly number[] | undefined) => void) | undefined;
-  /** Passes fds on the stream's socket. */
-  passFds: FdPasser;
+  onWrite(message: T | undefined, fds: readonly number[] | undefined): void;
+  /** Passes fds on the stream's socket; resolves once the kernel has them (see `sendFdsOn`). */
+  passFds(fds: readonly number[], stillOpen: () => boolean): Promise<void>;
   /** The connection failed while passing fds: the session must end with `err`. */
   onError(err: unknown): void;
-  /** Most requests waiting at once (not yet handed to the socket). */
-  maxQueued: number;
 }
 
 /** Bytes of serialized messages gathered before one `write()`. */
@@ -84,7 +79,8 @@ const BATCH_MESSAGES = 1024;
  */
 export class MessageWriter<T> {
   readonly #stream: Duplex;
-  readonly #options: WriterOptions<T>;
+  readonly #sink: WriterSink<T>;
+  readonly #maxQueued: number;
   readonly #queue = new Fifo<Entry<T>>();
   /** Requests waiting (queued and not cancelled). */
   #waiting = 0;
@@ -102,14 +98,16 @@ export class MessageWriter<T> {
   /** Resolves when `flush()` has written the queue out. */
   #flushed: (() => void) | undefined;
 
-  constructor(stream: Duplex, options: WriterOptions<T>) {
+  /** `maxQueued`: most requests waiting at once (not yet handed to the socket). */
+  constructor(stream: Duplex, sink: WriterSink<T>, maxQueued: number) {
     this.#stream = stream;
-    this.#options = options;
+    this.#sink = sink;
+    this.#maxQueued = maxQueued;
   }
 
   /** @throws {QueueFullError} when `enqueue()` would refuse the next request. */
   checkRoom(): void {
-    if (this.#waiting >= this.#options.maxQueued) {
+    if (this.#waiting >= this.#maxQueued) {
       throw new QueueFullError(
         `${this.#waiting} messages are waiting for the socket (the peer reads slower than ` +
           "we send): wait for replies, or raise maxQueuedMessages",
@@ -138,7 +136,7 @@ export class MessageWriter<T> {
     if (this.#waiting >= BATCH_MESSAGES) this.#pump();
     else if (!this.#scheduled) {
       this.#scheduled = true;
-      process.nextTick(this.#run);
+      process.nextTick(MessageWriter.#tick, this);
     }
   }
 
@@ -212,16 +210,17 @@ export class MessageWriter<T> {
     }
   }
 
-  readonly #run = (): void => {
-    this.#scheduled = false;
-    this.#pump();
-  };
+  /** The end of the tick in which messages were queued (a static: no closure per writer). */
+  static #tick(this: void, writer: MessageWriter<unknown>): void {
+    writer.#scheduled = false;
+    writer.#pump();
+  }
 
   /** Write queued messages until the queue is empty, the socket is full, or fds are next. */
   #pump(): void {
     if (this.#closed !== undefined || this.#passing) return;
     const stream = this.#stream;
-    const options = this.#options;
+    const sink = this.#sink;
     const queue = this.#queue;
     let batch = "";
     for (let entry = queue.peek(); entry !== undefined; entry = queue.peek()) {
@@ -240,7 +239,7 @@ export class MessageWriter<T> {
       const request = entry;
       const text = this.#serialize(request);
       if (text === undefined) continue;
-      options.onWrite?.(request.message, undefined);
+      sink.onWrite(request.message, undefined);
       batch += text;
       if (batch.length >= BATCH_BYTES) {
         const ok = stream.write(batch);
@@ -263,7 +262,7 @@ export class MessageWriter<T> {
     }
     request.writing();
     try {
-      return this.#options.serialize(request.message);
+      return this.#sink.serialize(request.message);
     } catch (err) {
       request.failed(new TypeError(`The message cannot be serialized as JSON: ${String(err)}`));
       return undefined;
@@ -319,7 +318,7 @@ export class MessageWriter<T> {
         // From here on the fds are on their way: no cancelling.
         entry.writeState = "passing";
         this.#waiting--;
-        await this.#options.passFds(
+        await this.#sink.passFds(
           request.fds!,
           () => this.#closed === undefined && !stream.destroyed,
         );
@@ -327,7 +326,7 @@ export class MessageWriter<T> {
           entry.writeState = "done";
           const text = this.#serialize(request);
           if (text !== undefined) {
-            this.#options.onWrite?.(request.message, request.fds);
+            this.#sink.onWrite(request.message, request.fds);
             if (text !== "" && !stream.write(text)) this.#blocked = true;
           }
         }
@@ -335,7 +334,7 @@ export class MessageWriter<T> {
     } catch (err) {
       error = err;
       // A failure that is not ours (EPIPE, ECONNRESET) means the connection is gone.
-      if (!(err instanceof QMPError)) this.#options.onError(err);
+      if (!(err instanceof QMPError)) this.#sink.onError(err);
     } finally {
       this.#passing = false;
     }

@@ -35,15 +35,19 @@ function request(message: object, log: string[]): OutboundRequest<object> {
 }
 
 function writer(stream: Duplex, serialized: object[], maxQueued = 1000) {
-  return new MessageWriter<object>(stream, {
-    serialize: (m) => {
-      serialized.push(m);
-      return JSON.stringify(m);
+  return new MessageWriter<object>(
+    stream,
+    {
+      serialize: (m) => {
+        serialized.push(m);
+        return JSON.stringify(m);
+      },
+      onWrite: () => {},
+      passFds: () => Promise.reject(new Error("no fds here")),
+      onError: () => {},
     },
-    passFds: () => Promise.reject(new Error("no fds here")),
-    onError: () => {},
     maxQueued,
-  });
+  );
 }
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
