@@ -5,16 +5,21 @@
 //                    what became of the reply, whether the session survived.
 //   task "sessions": `count` clients connect and run one query-status each;
 //                    RSS and heap growth while they are all open.
+//   task "run":      one client runs `workload` (`count` commands or events) three times
+//                    to warm up (its socket writes counted), then once timed: wall and
+//                    CPU time. Each variant in its own process, as a user's program
+//                    runs one client library: no shared heap, GC or JIT state.
 
-import { type BenchClient, connectClient, type VariantId } from "./clients.js";
+import { type BenchClient, connectClient, countWrites, type VariantId } from "./clients.js";
 
 /** What the parent asks for. */
 export interface ChildTask {
   variant: VariantId;
   path: string;
-  task: "blob" | "sessions";
+  task: "blob" | "sessions" | "run";
   bytes?: number;
   count?: number;
+  workload?: "seq" | "pipe" | "events" | "schema";
 }
 
 /** What the child prints (one JSON line). */
@@ -101,8 +106,56 @@ async function sessions(task: ChildTask): Promise<ChildResult> {
   };
 }
 
+/** The body of a "run" task, for `client`. */
+function workload(task: ChildTask, client: BenchClient): () => Promise<unknown> {
+  const count = task.count ?? 1000;
+  switch (task.workload) {
+    case "seq":
+      return async () => {
+        for (let i = 0; i < count; i++) await client.execute("query-status");
+      };
+    case "pipe":
+      return () => Promise.all(Array.from({ length: count }, () => client.execute("query-status")));
+    case "events":
+      return async () => {
+        const consumed = client.consumeEvents(count);
+        await client.execute("bench-events", { count });
+        await consumed;
+      };
+    case "schema":
+      return async () => {
+        for (let i = 0; i < count; i++) await client.execute("query-qmp-schema");
+      };
+    case undefined:
+      break;
+  }
+  throw new Error("no workload given");
+}
+
+async function run(task: ChildTask): Promise<ChildResult> {
+  const client = await connectClient(task.variant, task.path);
+  const body = workload(task, client);
+  const writes = await countWrites(async () => void (await body()));
+  // Two more warm-up runs: what is timed is the steady state a long-running
+  // program sees, for every client alike (a cold JIT favours the shortest code).
+  // No forced gc() here: it shrinks the heap to what no running program has.
+  for (let i = 0; i < 2; i++) await body();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await body();
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  await client.close();
+  return { ms, cpuUs: cpu.user + cpu.system, writes };
+}
+
 const task = JSON.parse(process.argv[2] ?? "{}") as ChildTask;
-const result = task.task === "blob" ? await blob(task) : await sessions(task);
+const result =
+  task.task === "blob"
+    ? await blob(task)
+    : task.task === "run"
+      ? await run(task)
+      : await sessions(task);
 process.stdout.write(JSON.stringify(result) + "\n");
 // Sockets the clients left behind must not keep the child alive.
 process.exit(0);

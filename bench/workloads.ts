@@ -1,14 +1,9 @@
-// The rows of the bench table: each workload runs the three clients alternated (A B C A B C …) and keeps medians.
+// The rows of the bench table: each workload runs the three clients alternated (A B C A B C …), each
+// run in a child process of its own (no shared heap, GC or JIT state), and keeps medians.
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  type BenchClient,
-  connectClient,
-  countWrites,
-  VARIANTS,
-  type VariantId,
-} from "./clients.js";
+import { countWrites, VARIANTS, type VariantId } from "./clients.js";
 import type { ChildResult, ChildTask } from "./measure-child.js";
 import { kill, spawnTracked } from "./peers.js";
 
@@ -145,34 +140,21 @@ function result(
   return { id, title, metrics, values, notes };
 }
 
-/** Wall time and this process's CPU time (user + system, µs) of `run`. */
-async function timed(run: () => Promise<unknown>): Promise<{ ms: number; cpuUs: number }> {
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  await run();
-  const ms = performance.now() - t0;
-  const cpu = process.cpuUsage(cpu0);
-  return { ms, cpuUs: cpu.user + cpu.system };
-}
-
-/** Connect the three clients to their sockets, run `body`, close them whatever happens. */
-async function withClients<T>(
-  paths: Record<VariantId, string>,
-  body: (clients: Record<VariantId, BenchClient>) => Promise<T>,
-): Promise<T> {
-  const clients = {} as Record<VariantId, BenchClient>;
-  try {
-    for (const v of VARIANTS) clients[v] = await withTimeout(connectClient(v, paths[v]), 10_000, v);
-    return await body(clients);
-  } finally {
-    await Promise.all(Object.values(clients).map((c) => c.close().catch(() => {})));
-  }
-}
-
 function peerPaths(ctx: Context, peer: "qemu" | "fake"): Record<VariantId, string> {
   if (peer === "fake") return { qmp: ctx.fake, raw: ctx.fake, "node-qemu": ctx.fake };
   if (ctx.qemu === undefined) throw new Error("QEMU is not available");
   return ctx.qemu;
+}
+
+/** One warmed-up, timed run of `workload` by `variant` in a child process of its own. */
+async function inChild(
+  variant: VariantId,
+  path: string,
+  workload: NonNullable<ChildTask["workload"]>,
+  count: number,
+): Promise<{ ms: number; cpuUs: number; writes: number }> {
+  const r = await runChild({ variant, path, task: "run", workload, count }, 240_000);
+  return { ms: Number(r["ms"]), cpuUs: Number(r["cpuUs"]), writes: Number(r["writes"]) };
 }
 
 const SERIAL_NOTE = "one command in flight at a time (its queue serializes concurrent calls)";
@@ -202,25 +184,24 @@ function commandRow(id: string, peer: "qemu" | "fake", pipelined: boolean, n: nu
       ];
       if (tput !== undefined) metrics[0]!.target = { op: ">=", ratio: tput };
       if (cpuTarget !== undefined) metrics[1]!.target = { op: "<=", ratio: cpuTarget };
-      return withClients(peerPaths(ctx, peer), async (clients) => {
-        const { medians, writes } = await alternate(ctx, id, async (v) => {
-          const c = clients[v];
-          const run = pipelined
-            ? () => Promise.all(Array.from({ length: count }, () => c.execute("query-status")))
-            : async () => {
-                for (let i = 0; i < count; i++) await c.execute("query-status");
-              };
-          const { ms, cpuUs } = await withTimeout(timed(run), 120_000, v);
-          return { throughput: count / (ms / 1000), cpuPerCmd: cpuUs / count };
-        });
-        for (const v of VARIANTS) {
-          const m = medians[v];
-          if (m !== null) m["writesPerCmd"] = writes[v] / count;
-        }
-        const notes: Partial<Record<VariantId, string>> = {};
-        if (pipelined) notes["node-qemu"] = SERIAL_NOTE;
-        return result(id, title, metrics, medians, notes);
-      });
+      const paths = peerPaths(ctx, peer);
+      const workload = pipelined ? "pipe" : "seq";
+      const { medians } = await alternate(
+        ctx,
+        id,
+        async (v) => {
+          const r = await inChild(v, paths[v], workload, count);
+          return {
+            throughput: count / (r.ms / 1000),
+            cpuPerCmd: r.cpuUs / count,
+            writesPerCmd: r.writes / count,
+          };
+        },
+        false,
+      );
+      const notes: Partial<Record<VariantId, string>> = {};
+      if (pipelined) notes["node-qemu"] = SERIAL_NOTE;
+      return result(id, title, metrics, medians, notes);
     },
   };
 }
@@ -236,27 +217,23 @@ const eventsRow: RowDef = {
       { key: "cpuPerEvent", label: "CPU/event", unit: "µs", better: "lower", digits: 2 },
     ];
     metrics[0]!.target = { op: ">=", ratio: 0.9 };
-    return withClients(peerPaths(ctx, "fake"), async (clients) => {
-      const { medians } = await alternate(ctx, "events", async (v) => {
-        const c = clients[v];
-        const { ms, cpuUs } = await withTimeout(
-          timed(async () => {
-            const consumed = c.consumeEvents(count);
-            await c.execute("bench-events", { count });
-            await consumed;
-          }),
-          120_000,
-          v,
-        );
-        return { rate: count / (ms / 1000), cpuPerEvent: cpuUs / count };
-      });
+    {
+      const { medians } = await alternate(
+        ctx,
+        "events",
+        async (v) => {
+          const r = await inChild(v, ctx.fake, "events", count);
+          return { rate: count / (r.ms / 1000), cpuPerEvent: r.cpuUs / count };
+        },
+        false,
+      );
       const title = `${count.toLocaleString("en")} events, fake server`;
       return result("events", title, metrics, medians, {
         qmp: "`for await` on client.events",
         raw: "`for await` on an array-queue async generator",
         "node-qemu": "no async iteration: a 'rawEvent' listener",
       });
-    });
+    }
   },
 };
 
@@ -269,14 +246,16 @@ const schemaRow: RowDef = {
       { key: "timePerCall", label: "time/call", unit: "µs", better: "lower", digits: 0 },
     ];
     metrics[0]!.target = { op: "<=", ratio: 1.1 };
-    return withClients(peerPaths(ctx, "fake"), async (clients) => {
-      const { medians } = await alternate(ctx, "schema", async (v) => {
-        const c = clients[v];
-        const { ms, cpuUs } = await timed(async () => {
-          for (let i = 0; i < calls; i++) await c.execute("query-qmp-schema");
-        });
-        return { cpuPerCall: cpuUs / calls, timePerCall: (ms * 1000) / calls };
-      });
+    {
+      const { medians } = await alternate(
+        ctx,
+        "schema",
+        async (v) => {
+          const r = await inChild(v, ctx.fake, "schema", calls);
+          return { cpuPerCall: r.cpuUs / calls, timePerCall: (r.ms * 1000) / calls };
+        },
+        false,
+      );
       const kb = Math.round(ctx.schemaBytes / 1000);
       return result(
         "schema",
@@ -284,7 +263,7 @@ const schemaRow: RowDef = {
         metrics,
         medians,
       );
-    });
+    }
   },
 };
 
