@@ -156,12 +156,18 @@ export class JsonObjectScanner {
       const parts = this.#lineParts;
       parts.push(buf.subarray(0, nl));
       const trimmed = trimmedPartsSize(parts, size);
-      // Join, then let the chunks go before decoding (once) and parsing.
-      const whole = Buffer.concat(parts, size);
-      this.#lineParts = [whole.subarray(0, this.#lineSize)];
-      const value = parseObject(whole.toString("utf8"));
-      if (value !== undefined) {
-        this.#lineParts = undefined;
+      // Join and decode (once), letting the chunks and the joined bytes go
+      // before the parse: only the text is alive then.
+      const text = Buffer.concat(parts, size).toString("utf8");
+      const held = this.#lineSize;
+      this.#lineParts = undefined;
+      parts.length = 0;
+      const value = parseObject(text);
+      // Not one object after all (pretty=on, two on a line): the scanner
+      // takes the held bytes again (decoding was lossless unless they were
+      // not UTF-8, and then they fail as JSON anyway).
+      if (value === undefined) this.#lineParts = [Buffer.from(text, "utf8").subarray(0, held)];
+      else {
         this.#lineSize = 0;
         this.#newlineFramed = true;
         sink({ kind: "message", value, size: trimmed });
