@@ -1002,3 +1002,16 @@ void test("a peer that ends messages with newlines: a held message waits for its
   });
   assert.equal(scanner.lineFastPath, true);
 });
+
+void test("a held line that is not one object is scanned again byte for byte, UTF-8 split included", () => {
+  const scanner = new JsonObjectScanner();
+  const got: unknown[] = [];
+  const sink = (f: Frame): void => void (f.kind === "message" && got.push(f.value));
+  scanner.push(Buffer.from('{"QMP": {"version": {}, "capabilities": []}}\r\n'), sink);
+  // Two objects on one line, held across chunks, with a 3-byte character cut in two.
+  const line = Buffer.from('{"a": "é€"} {"b": "€"}\r\n');
+  const cut = line.indexOf(Buffer.from("€")) + 1;
+  scanner.push(line.subarray(0, cut), sink);
+  scanner.push(line.subarray(cut), sink);
+  assert.deepEqual(got.slice(1), [{ a: "é€" }, { b: "€" }]);
+});
