@@ -167,6 +167,23 @@ function later<T>(promise: Promise<T>): Promise<T> {
 
 const MiB = 1024 * 1024;
 
+/**
+ * A session whose first command ("hold") is never answered, with an fd
+ * command ("getfd") queued behind it: the set-up of the teardown tests.
+ */
+async function heldWithFd(t: TestContext, options: QMPClientOptions) {
+  const { client, peer } = await fakeSession(
+    t,
+    { handlers: { hold: () => undefined, getfd: () => ({ return: {} }) } },
+    options,
+  );
+  const fd = devNull(t);
+  const held = rejection(client.execute("hold"));
+  const withFd = rejection(client.execute("getfd", { fdname: "x" }, { fds: [fd] }));
+  assert.equal((await peer.nextMessage())["execute"], "hold");
+  return { client, held, withFd };
+}
+
 // ------------------------------------------- 1. teardown with an fd command waiting on the fence
 
 for (const disconnectTimeout of [undefined, 200]) {
@@ -178,15 +195,7 @@ for (const disconnectTimeout of [undefined, 200]) {
     async (t) => {
       const options: QMPClientOptions =
         disconnectTimeout === undefined ? {} : { disconnectTimeout };
-      const { client, peer } = await fakeSession(
-        t,
-        { handlers: { hold: () => undefined, getfd: () => ({ return: {} }) } },
-        options,
-      );
-      const fd = devNull(t);
-      const held = rejection(client.execute("hold"));
-      const withFd = rejection(client.execute("getfd", { fdname: "x" }, { fds: [fd] }));
-      assert.equal((await peer.nextMessage())["execute"], "hold");
+      const { client, held, withFd } = await heldWithFd(t, options);
       await client.disconnect();
       assert.equal(client.runstate, Runstate.IDLE);
       const heldErr = await held;
@@ -201,16 +210,8 @@ void test(
   "destroy() with an unanswered command and an fd command behind it resolves",
   FD,
   async (t) => {
-    const { client, peer } = await fakeSession(
-      t,
-      { handlers: { hold: () => undefined, getfd: () => ({ return: {} }) } },
-      // Only destroy() may end this test in time.
-      { disconnectTimeout: 60_000 },
-    );
-    const fd = devNull(t);
-    const held = rejection(client.execute("hold"));
-    const withFd = rejection(client.execute("getfd", { fdname: "x" }, { fds: [fd] }));
-    assert.equal((await peer.nextMessage())["execute"], "hold");
+    // Only destroy() may end this test in time.
+    const { client, held, withFd } = await heldWithFd(t, { disconnectTimeout: 60_000 });
     await client.destroy();
     assert.equal(client.runstate, Runstate.IDLE);
     assert.ok((await held) instanceof ExecInterruptedError);
@@ -239,15 +240,8 @@ void test(
   "destroy() during a disconnect() held up by an fd command waiting on the fence",
   FD,
   async (t) => {
-    const { client, peer } = await fakeSession(
-      t,
-      { handlers: { hold: () => undefined, getfd: () => ({ return: {} }) } },
-      { disconnectTimeout: 60_000 },
-    );
-    const fd = devNull(t);
-    const held = rejection(client.execute("hold"));
-    const withFd = rejection(client.execute("getfd", { fdname: "x" }, { fds: [fd] }));
-    assert.equal((await peer.nextMessage())["execute"], "hold");
+    // Only destroy() may end this test in time.
+    const { client, held, withFd } = await heldWithFd(t, { disconnectTimeout: 60_000 });
     const disconnecting = track(client.disconnect());
     await client.destroy();
     assert.equal(client.runstate, Runstate.IDLE);
