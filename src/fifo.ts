@@ -36,6 +36,12 @@ export class Fifo<T> {
     return item;
   }
 
+  /** Keep only the items `keep` accepts, in order. */
+  retain(keep: (item: T) => boolean): void {
+    this.#items = this.#items.slice(this.#head).filter(keep);
+    this.#head = 0;
+  }
+
   /** Remove and return every item, oldest first. */
   takeAll(): T[] {
     const items = this.#head === 0 ? this.#items : this.#items.slice(this.#head);

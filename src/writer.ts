@@ -82,6 +82,8 @@ export class MessageWriter<T> {
   readonly #sink: WriterSink<T>;
   readonly #maxQueued: number;
   readonly #queue = new Fifo<Entry<T>>();
+  /** Cancelled requests still in the queue (dropped when reached, or in bulk). */
+  #dead = 0;
   /** Requests waiting (queued and not cancelled). */
   #waiting = 0;
   #scheduled = false;
@@ -103,6 +105,11 @@ export class MessageWriter<T> {
     this.#stream = stream;
     this.#sink = sink;
     this.#maxQueued = maxQueued;
+  }
+
+  /** Requests the queue holds: those waiting, and those taken back but not dropped yet. */
+  get held(): number {
+    return this.#queue.length;
   }
 
   /** @throws {QueueFullError} when `enqueue()` would refuse the next request. */
@@ -149,6 +156,12 @@ export class MessageWriter<T> {
     if (entry.writeState !== "queued") return false;
     entry.writeState = "done";
     this.#waiting--;
+    // Behind a full socket, taken-back requests would pile up unbounded
+    // (the bound counts only the waiting): drop them once they outnumber those.
+    if (++this.#dead > 1024 && this.#dead > this.#waiting) {
+      this.#queue.retain((e) => e.writeState !== "done");
+      this.#dead = 0;
+    }
     // An fd pass waiting for its fence need not wait any longer.
     this.#wake?.();
     return true;
@@ -201,6 +214,7 @@ export class MessageWriter<T> {
     this.#closed = { error };
     const queue = this.#queue.takeAll();
     this.#waiting = 0;
+    this.#dead = 0;
     this.#wake?.();
     this.#flushed?.();
     for (const entry of queue) {
@@ -226,6 +240,7 @@ export class MessageWriter<T> {
     for (let entry = queue.peek(); entry !== undefined; entry = queue.peek()) {
       if (entry.writeState === "done") {
         queue.shift();
+        if (this.#dead > 0) this.#dead--;
         continue;
       }
       if (entry.fds !== undefined) {
@@ -236,10 +251,9 @@ export class MessageWriter<T> {
       queue.shift();
       entry.writeState = "done";
       this.#waiting--;
-      const request = entry;
-      const text = this.#serialize(request);
+      const text = this.#serialize(entry);
       if (text === undefined) continue;
-      sink.onWrite(request.message, undefined);
+      sink.onWrite(entry.message, undefined);
       batch += text;
       if (batch.length >= BATCH_BYTES) {
         const ok = stream.write(batch);

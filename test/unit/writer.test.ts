@@ -132,3 +132,20 @@ void test("a message that cannot be serialized fails alone", async () => {
   assert.deepEqual(writes, ['{"n":1}{"n":3}']);
   assert.deepEqual(log, ["writing", "writing", "failed TypeError", "writing"]);
 });
+
+void test("requests taken back behind a full socket do not pile up", async () => {
+  const { stream } = sink({ hold: true, highWaterMark: 1 });
+  const w = writer(stream, [], 10);
+  const log: string[] = [];
+  w.enqueue(request({ n: 0 }, log));
+  await tick(); // the socket is full from here on
+  for (let i = 1; i <= 5000; i++) {
+    const r = request({ n: i }, log);
+    w.enqueue(r);
+    assert.equal(w.cancel(r), true);
+  }
+  assert.ok(w.held <= 1100, `held ${w.held}`);
+  const last = request({ n: -1 }, log);
+  w.enqueue(last);
+  assert.ok(w.held >= 1);
+});
