@@ -22,8 +22,8 @@ export interface ProtocolOptions {
   maxMessageSize?: number | undefined;
   /**
    * Milliseconds `disconnect()` may spend writing out queued messages and
-   * closing before it cuts the connection (default 5000). One deadline for
-   * the whole graceful teardown.
+   * closing before it cuts the connection (default 5000; `Infinity` for no
+   * limit). One deadline for the whole graceful teardown.
    */
   disconnectTimeout?: number | undefined;
   /**

@@ -49,7 +49,6 @@ import {
   debugLogger,
   checkCallOptions,
   raceSignal,
-  timeoutError,
 } from "./util.js";
 import { type OutboundRequest, plainRequest } from "./writer.js";
 
@@ -576,12 +575,12 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
       if (graceful && session.open) {
         const stop = new AbortController();
         this.#stopFlush = stop;
-        const ms = this.#disconnectTimeout;
-        const timer = setTimeout(() => stop.abort(timeoutError("disconnect()", ms)), ms);
+        // One deadline for the whole graceful part (Infinity: none); destroy() cuts it.
+        const d = deadline({ timeout: this.#disconnectTimeout }, "disconnect()", stop.signal);
         try {
-          await session.close(stop.signal);
+          await session.close(d.signal);
         } finally {
-          clearTimeout(timer);
+          d.dispose();
           this.#stopFlush = undefined;
         }
       } else {

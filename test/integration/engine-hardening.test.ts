@@ -708,3 +708,24 @@ void test("no unhandled rejection happened in this file", async () => {
   await new Promise((resolve) => setImmediate(resolve));
   assert.deepEqual(unhandled, []);
 });
+
+void test("disconnectTimeout: Infinity means no deadline, not setTimeout's 1 ms", T, async (t) => {
+  const received: Record<string, unknown>[] = [];
+  const { client, socket, peer } = await stalled(
+    t,
+    { disconnectTimeout: Infinity },
+    { onMessage: (m) => received.push(m) },
+  );
+  const big = "i".repeat(MiB);
+  const call = rejection(client.execute("x", { big }));
+  await writerBlocked(socket);
+  const disconnecting = client.disconnect();
+  // Well past 1 ms with the flush still blocked: a timer that fired would have cut it.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  peer.resumeReading();
+  await disconnecting;
+  await peer.closed;
+  assert.equal(received.length, 1);
+  assert.equal((received[0]!["arguments"] as { big: string }).big.length, MiB);
+  assert.ok((await call) instanceof ExecInterruptedError);
+});
