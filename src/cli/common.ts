@@ -137,11 +137,15 @@ export function deadline(
     cleanups.push(() => source.removeEventListener("abort", onAbort));
   }
   if (timeout !== undefined && !controller.signal.aborted) {
-    const timer = setTimeout(() => {
-      controller.abort(
-        new DOMException("The operation was aborted due to timeout", "TimeoutError"),
-      );
-    }, timeout);
+    // setTimeout() takes a delay past 2^31 - 1 ms as 1 ms: cap it.
+    const timer = setTimeout(
+      () => {
+        controller.abort(
+          new DOMException("The operation was aborted due to timeout", "TimeoutError"),
+        );
+      },
+      Math.min(timeout, 2 ** 31 - 1),
+    );
     cleanups.push(() => clearTimeout(timer));
   }
   // Once aborted, the timer and the other sources' listeners are of no more use.

@@ -22,6 +22,7 @@ import {
   rejection,
   watchUnhandledRejections,
 } from "../helpers/common.js";
+import { sleep } from "../../src/retry.js";
 import { tempDir } from "../helpers/qemu.js";
 
 // Every unhandled rejection in this file is a failure (checked by the last test).
@@ -471,4 +472,19 @@ void test("bad retry options throw before anything happens", T, async (t) => {
 
 void test("no unhandled rejections in this file", () => {
   assert.deepEqual(unhandled, []);
+});
+
+void test("a back-off wait past 2^31 - 1 ms is capped, not taken by setTimeout() as 1 ms", async () => {
+  const controller = new AbortController();
+  let settled = "pending";
+  const waiting = sleep(2 ** 40, controller.signal).then(
+    () => (settled = "resolved"),
+    () => (settled = "rejected"),
+  );
+  // Long enough for a 1 ms timer to have fired.
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.equal(settled, "pending");
+  controller.abort();
+  await waiting;
+  assert.equal(settled, "rejected");
 });
