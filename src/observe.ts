@@ -4,7 +4,7 @@
 import { channel } from "node:diagnostics_channel";
 import type { Runstate } from "./runstate.js";
 import { describe } from "./errors.js";
-import { type Logger, traceText } from "./util.js";
+import { type Logger, debugEnabled, debugLogger, traceText } from "./util.js";
 
 /** `diagnostics_channel` for every message sent: `{ client, name, message }`. */
 export const sendChannel = channel("qmp:message:send");
@@ -22,6 +22,8 @@ export class Observer {
   readonly logger: Logger;
   /** Prefix of log lines: `[name] `, or nothing. */
   readonly tag: string;
+  /** Whether debug lines go anywhere (the default logger drops them unless NODE_DEBUG names qmp). */
+  readonly debugOn: boolean;
 
   constructor(client: object, name: string | undefined, logger: Logger, trace: boolean) {
     this.#client = client;
@@ -29,6 +31,7 @@ export class Observer {
     this.logger = logger;
     this.#trace = trace;
     this.tag = name !== undefined ? `[${name}] ` : "";
+    this.debugOn = logger !== debugLogger || debugEnabled();
   }
 
   /** A debug line, prefixed with the client's name. */
@@ -63,7 +66,7 @@ export class Observer {
 
   /** The runstate changed. */
   runstate(state: Runstate, previous: Runstate): void {
-    this.debug(`Transitioning from '${previous}' to '${state}'.`);
+    if (this.debugOn) this.debug(`Transitioning from '${previous}' to '${state}'.`);
     if (runstateChannel.hasSubscribers) {
       runstateChannel.publish({ client: this.#client, name: this.#name, state, previous });
     }

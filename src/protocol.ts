@@ -5,11 +5,11 @@
 // and hears when the session ends (`sessionEnded`).
 
 import { EventEmitter } from "node:events";
+import { Attempt, SESSION_FAILED } from "./attempt.js";
 import type { Duplex } from "node:stream";
 import { inspect } from "node:util";
 import {
   ConnectCancelledError,
-  ConnectError,
   SessionEndedError,
   StateError,
   describe,
@@ -31,7 +31,15 @@ import { openWithRetry, retryPolicy } from "./retry.js";
 import { Runstate, RunstateCell, stateErrorMessage } from "./runstate.js";
 import { Listener, type ListenOptions } from "./listener.js";
 import { Observer } from "./observe.js";
-import { Session } from "./session.js";
+import {
+  Session,
+  type SessionHooks,
+  kEnded,
+  kFrame,
+  kMayVanish,
+  kOnWrite,
+  kSerialize,
+} from "./session.js";
 import {
   type InetAddress,
   type SocketAddress,
@@ -57,7 +65,10 @@ import { type OutboundRequest, plainRequest } from "./writer.js";
  * {@link Session} (its stream, reader and writer), and orchestrates connect,
  * accept and teardown. Generic over the message type it sends.
  */
-export abstract class Protocol<TMessage extends object> extends EventEmitter<ProtocolEvents> {
+export abstract class Protocol<TMessage extends object>
+  extends EventEmitter<ProtocolEvents>
+  implements SessionHooks<TMessage>
+{
   /** The name given in the options, if any. */
   readonly name: string | undefined;
   /** The logger in use. */
@@ -72,7 +83,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   #session: Session<TMessage> | undefined;
   #listener: Listener | undefined;
   /** The connect/accept/startServer attempt in progress; `disconnect()` cancels it. */
-  #attempt: AbortController | undefined;
+  #attempt: Attempt | undefined;
   /** The teardown in progress (`disconnect()`, `destroy()`, a failed attempt). */
   #teardown: Promise<void> | undefined;
   /** Cuts a graceful teardown short (`destroy()`). */
@@ -151,20 +162,24 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     if (tlsOptions !== undefined) checkTlsAddress(address);
     const retry = options.retry ? retryPolicy(options.retry, address) : undefined;
     // Commit.
-    const attempt = this.#beginAttempt();
-    const { signal, dispose } = deadline(this.#timed(options), "connect()", attempt.signal);
+    const attempt = this.#beginAttempt(options, "connect()");
+    const signal = attempt.signal;
+    // One try for both phases (no closure or extra frame per phase: a connect stays cheap).
     try {
       this.#runstate.set(Runstate.CONNECTING);
-      this.#observe.debug(`Connecting to ${formatAddress(address)} ...`);
-      const open = (s: AbortSignal): Promise<Duplex> => openStream(address, s, tlsOptions);
-      const stream = await this.#guard(attempt, "Failed to establish connection", signal, () =>
-        retry === undefined
-          ? open(signal)
-          : openWithRetry(retry, signal, open, (m) => this.#observe.debug(m)),
-      );
-      await this.#establish(attempt, stream, signal);
+      if (this.#observe.debugOn) this.#observe.debug(`Connecting to ${formatAddress(address)} ...`);
+      const stream = await (retry === undefined
+        ? openStream(address, signal, tlsOptions)
+        : openWithRetry(
+            retry,
+            signal,
+            (s) => openStream(address, s, tlsOptions),
+            (m) => this.#observe.debug(m),
+          ));
+      await this.#establish(attempt, stream);
+    } catch (err) {
+      throw await this.#attemptFailed(attempt, err);
     } finally {
-      dispose();
       this.#endAttempt(attempt);
     }
   }
@@ -189,25 +204,23 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     checkAddress(address);
     checkCallOptions(options);
     if (options.tls !== undefined) checkTlsAddress(address);
-    const attempt = this.#beginAttempt();
-    const { signal, dispose } = deadline(this.#timed(options), "startServer()", attempt.signal);
+    const attempt = this.#beginAttempt(options, "startServer()");
+    const signal = attempt.signal;
+    const listenOptions: ListenOptions = options.mode !== undefined ? { mode: options.mode } : {};
+    if (options.tls !== undefined) listenOptions.tls = options.tls;
+    let listening: Promise<Listener> | undefined;
     try {
       this.#runstate.set(Runstate.CONNECTING);
       this.#observe.debug(`Listening on ${formatAddress(address)} ...`);
-      const listenOptions: ListenOptions = options.mode !== undefined ? { mode: options.mode } : {};
-      if (options.tls !== undefined) listenOptions.tls = options.tls;
-      const listening = Listener.listen(address, listenOptions);
-      const listener = await this.#guard(attempt, "Failed to establish connection", signal, () =>
-        raceSignal(listening, signal),
-      ).catch(async (err: unknown) => {
-        // Cut short while binding: let the bind settle and undo it, so that
-        // nothing is left listening (or on disk) once this rejects.
-        (await listening.catch(() => undefined))?.close();
-        throw err;
-      });
-      this.#listener = listener;
+      listening = Listener.listen(address, listenOptions);
+      this.#listener = await raceSignal(listening, signal);
+    } catch (err) {
+      // Cut short while binding: let the bind settle and undo it, so that
+      // nothing is left listening (or on disk) once this rejects.
+      const failure = this.#attemptFailed(attempt, err);
+      (await listening?.catch(() => undefined))?.close();
+      throw await failure;
     } finally {
-      dispose();
       this.#endAttempt(attempt);
     }
   }
@@ -244,19 +257,17 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
       );
     }
     checkCallOptions(options);
-    const attempt = this.#beginAttempt();
-    const { signal, dispose } = deadline(this.#timed(options), "accept()", attempt.signal);
+    const attempt = this.#beginAttempt(options, "accept()");
     try {
       this.#observe.debug(`Awaiting connection ...`);
-      const stream = await this.#guard(attempt, "Failed to establish connection", signal, () =>
-        listener.accept(signal),
-      );
+      const stream = await listener.accept(attempt.signal);
       listener.close({ keepPeer: true });
       if (this.#listener === listener) this.#listener = undefined;
       this.#observe.debug(`Connection accepted.`);
-      await this.#establish(attempt, stream, signal);
+      await this.#establish(attempt, stream);
+    } catch (err) {
+      throw await this.#attemptFailed(attempt, err);
     } finally {
-      dispose();
       this.#endAttempt(attempt);
     }
   }
@@ -335,7 +346,9 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   /**
    * Do what the session needs before `RUNNING` (greeting, negotiation).
    * Inbound messages already flow to {@link handleMessage}. Throwing fails
-   * the connect with "Failed to establish session".
+   * the connect with "Failed to establish session". It must settle once the
+   * session ends ({@link sessionEnded} comes first: fail there what it
+   * waits for); the engine adds no race of its own, to keep a connect cheap.
    */
   protected abstract establishSession(signal: AbortSignal): Promise<void>;
 
@@ -442,13 +455,15 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
     return timeout === undefined ? options : { signal: options.signal, timeout };
   }
 
-  #beginAttempt(): AbortController {
-    const attempt = new AbortController();
+  /** Start an attempt with the call's options (the client's timeout when it gives none). */
+  #beginAttempt(options: CallOptions, what: string): Attempt {
+    const attempt = new Attempt(this.#timed(options), what);
     this.#attempt = attempt;
     return attempt;
   }
 
-  #endAttempt(attempt: AbortController): void {
+  #endAttempt(attempt: Attempt): void {
+    attempt.dispose();
     if (this.#attempt === attempt) this.#attempt = undefined;
   }
 
@@ -463,77 +478,69 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
   }
 
   /**
-   * Run one step of an attempt. On failure: back to IDLE (unless a newer
-   * attempt runs by now), then reject with the caller's abort or timeout
-   * reason if their signal fired, else a ConnectError.
+   * `attempt` failed with `err`: back to IDLE (unless a newer attempt runs
+   * by now), then give the error to throw (see {@link Attempt.errorFor}).
    */
-  async #guard<T>(
-    attempt: AbortController,
-    phase: string,
-    signal: AbortSignal,
-    step: () => Promise<T>,
-    transportFailure?: (err: unknown) => unknown,
-  ): Promise<T> {
-    try {
-      return await step();
-    } catch (err) {
-      this.#observe.debug(`${phase}: ${describe(err)}`);
-      // Read before our own teardown, which cancels the attempt too.
-      const aborted = signal.aborted;
-      const reason: unknown = signal.reason;
-      if (this.#attempt === attempt) {
-        await (this.#teardown ?? this.#startTeardown(false)).catch(() => {});
-      }
-      if (aborted) {
-        // Ours (disconnect() during connect) is a ConnectError; the caller's surfaces unwrapped.
-        if (reason instanceof ConnectCancelledError) throw new ConnectError(phase, reason);
-        throw reason as Error;
-      }
-      // A TLS failure that shows only once the session starts is still the transport's.
-      const tlsError = transportFailure?.(err);
-      if (tlsError !== undefined) {
-        throw new ConnectError("Failed to establish connection", tlsError);
-      }
-      throw new ConnectError(phase, err);
+  async #attemptFailed(attempt: Attempt, err: unknown): Promise<unknown> {
+    this.#observe.debug(`${attempt.phase}: ${describe(err)}`);
+    // Read before our own teardown, which cancels the attempt too.
+    const fired = attempt.fired();
+    if (this.#attempt === attempt) {
+      await (this.#teardown ?? this.#startTeardown(false)).catch(() => {});
     }
+    return attempt.errorFor(err, fired);
   }
 
-  async #establish(attempt: AbortController, stream: Duplex, signal: AbortSignal): Promise<void> {
+  /** Set the session up on `stream` and run the subclass's part; RUNNING on success. */
+  async #establish(attempt: Attempt, stream: Duplex): Promise<void> {
+    attempt.phase = SESSION_FAILED;
+    attempt.transportFailure = tlsSessionFailure(stream);
+    const signal = attempt.signal;
     const session = this.#attach(stream);
-    await this.#guard(
-      attempt,
-      "Failed to establish session",
-      signal,
-      async () => {
-        await raceSignal(Promise.race([this.establishSession(signal), session.ended]), signal);
-        // Whatever came between the session being set up and now (a
-        // disconnect(), the peer leaving) wins over RUNNING.
-        signal.throwIfAborted();
-        if (!session.open) throw toError(session.error ?? new SessionEndedError("The peer left"));
-        this.#runstate.set(Runstate.RUNNING);
-      },
-      tlsSessionFailure(stream),
-    );
+    await raceSignal(this.establishSession(signal), signal);
+    // Whatever came between the session being set up and now (a
+    // disconnect(), the peer leaving) wins over RUNNING.
+    signal.throwIfAborted();
+    if (!session.open) throw toError(session.error ?? new SessionEndedError("The peer left"));
+    this.#runstate.set(Runstate.RUNNING);
   }
 
   #attach(stream: Duplex): Session<TMessage> {
-    const session = new Session<TMessage>(stream, this.#limits, {
-      frame: (frame) => this.#dispatch(frame),
-      ended: (error, reason) => {
-        if (error !== undefined) this.#observe.error("Session failed", error);
-        if (this.#runstate.state === Runstate.RUNNING) this.#runstate.set(Runstate.DISCONNECTING);
-        this.sessionEnded(error, reason);
-      },
-      mayVanish: () => {
-        const vanish = this.peerMayVanish();
-        if (vanish) this.#observe.debug(`The peer went away as expected.`);
-        return vanish;
-      },
-      serialize: (message) => this.serialize(message),
-      onWrite: (message, fds) => this.#observe.sent(message, fds),
-    });
+    // The client is the session's hooks itself: nothing more to allocate per session.
+    const session = new Session<TMessage>(stream, this.#limits, this);
     this.#session = session;
     return session;
+  }
+
+  // The session's hooks (see SessionHooks).
+
+  /** @internal */
+  [kFrame](frame: Frame): void {
+    this.#dispatch(frame);
+  }
+
+  /** @internal */
+  [kEnded](error: unknown, reason: Error): void {
+    if (error !== undefined) this.#observe.error("Session failed", error);
+    if (this.#runstate.state === Runstate.RUNNING) this.#runstate.set(Runstate.DISCONNECTING);
+    this.sessionEnded(error, reason);
+  }
+
+  /** @internal */
+  [kMayVanish](): boolean {
+    const vanish = this.peerMayVanish();
+    if (vanish) this.#observe.debug(`The peer went away as expected.`);
+    return vanish;
+  }
+
+  /** @internal */
+  [kSerialize](message: TMessage): string {
+    return this.serialize(message);
+  }
+
+  /** @internal */
+  [kOnWrite](message: TMessage | undefined, fds: readonly number[] | undefined): void {
+    this.#observe.sent(message, fds);
   }
 
   #dispatch(frame: Frame): void {
@@ -564,7 +571,7 @@ export abstract class Protocol<TMessage extends object> extends EventEmitter<Pro
    */
   async #tearDown(graceful: boolean): Promise<void> {
     const cls = this.constructor.name;
-    this.#attempt?.abort(
+    this.#attempt?.cancel(
       new ConnectCancelledError(`${cls}: disconnect() was called before the session was up`),
     );
     if (this.#runstate.state === Runstate.CONNECTING || this.#runstate.state === Runstate.RUNNING) {

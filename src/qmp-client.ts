@@ -435,10 +435,12 @@ export class QMPClient extends Protocol<CommandMessage> {
       stall === undefined ? undefined : deadline({ signal, timeout: TLS_STALL_TIMEOUT }, what);
     let reply: Reply;
     try {
+      // connect()'s own deadline covers the call: it needs none of its own
+      // (a session that ends fails it), unless bounded for a TLS stall.
       reply = await this.#call(
         message,
         true,
-        { signal: bounded?.signal ?? signal },
+        bounded !== undefined ? { signal: bounded.signal } : NO_OPTIONS,
         "execute",
         undefined,
         true,
@@ -497,13 +499,14 @@ export class QMPClient extends Protocol<CommandMessage> {
       this.logger.warn(`${this.#tag}Ignoring an unexpected greeting`);
       return;
     }
-    this.#greetingWaiter = undefined;
     if (!isGreeting(message)) {
+      // Fatal: the session ends with it, and sessionEnded() fails the waiter.
       throw new GreetingError(
         "Malformed greeting: expected { QMP: { version, capabilities } }",
         message,
       );
     }
+    this.#greetingWaiter = undefined;
     waiter.resolve(message);
   }
 
@@ -572,7 +575,8 @@ export class QMPClient extends Protocol<CommandMessage> {
     this.checkSend();
     const { signal } = options;
     signal?.throwIfAborted();
-    const timeout = options.timeout ?? this.defaultTimeout;
+    // Negotiation runs under connect()'s deadline, not the default timeout.
+    const timeout = negotiating ? options.timeout : (options.timeout ?? this.defaultTimeout);
     // Commit.
     const call = this.#calls.open(message, assignId, fds);
     this.send(call);

@@ -7,21 +7,28 @@ import type { Frame } from "./framing.js";
 import { MessageReader, type ReaderSink } from "./reader.js";
 import { MessageWriter, type WriterSink } from "./writer.js";
 
+/** Keys of the {@link SessionHooks}: symbols, so the protocol implements them itself (no closures per session). */
+export const kFrame: unique symbol = Symbol("frame");
+export const kEnded: unique symbol = Symbol("ended");
+export const kMayVanish: unique symbol = Symbol("mayVanish");
+export const kSerialize: unique symbol = Symbol("serialize");
+export const kOnWrite: unique symbol = Symbol("onWrite");
+
 /** What a {@link Session} asks of the protocol that runs it. */
 export interface SessionHooks<T> {
   /** One inbound frame, in wire order. Throwing ends the session with that error. */
-  frame(frame: Frame): void;
+  [kFrame](frame: Frame): void;
   /**
    * The session is over, called once: `error` is what broke it (undefined
    * for a clean end), `reason` the error to hand to everything still waiting.
    */
-  ended(error: unknown, reason: Error): void;
+  [kEnded](error: unknown, reason: Error): void;
   /** Whether a reset is expected now (after `quit`): then it is a clean end. */
-  mayVanish(): boolean;
+  [kMayVanish](): boolean;
   /** The message as a string for the wire. */
-  serialize(message: T): string;
+  [kSerialize](message: T): string;
   /** Each message (or fd pass) as it is written: tracing and diagnostics. */
-  onWrite(message: T | undefined, fds: readonly number[] | undefined): void;
+  [kOnWrite](message: T | undefined, fds: readonly number[] | undefined): void;
 }
 
 /** Limits of a {@link Session}. */
@@ -43,10 +50,6 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
   readonly #hooks: SessionHooks<T>;
   #open = true;
   #error: unknown;
-  /** Why it ended (the error given to waiters), once it has. */
-  #reason: Error | undefined;
-  #ended: Promise<never> | undefined;
-  #rejectEnded: ((reason: Error) => void) | undefined;
 
   constructor(stream: Duplex, limits: SessionLimits, hooks: SessionHooks<T>) {
     this.stream = stream;
@@ -60,7 +63,7 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
   /** For the reader: one inbound frame. A hook that throws ends the session. */
   frame(frame: Frame): void {
     try {
-      this.#hooks.frame(frame);
+      this.#hooks[kFrame](frame);
     } catch (err) {
       this.end(err);
     }
@@ -68,12 +71,12 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
 
   /** For the writer. */
   serialize(message: T): string {
-    return this.#hooks.serialize(message);
+    return this.#hooks[kSerialize](message);
   }
 
   /** For the writer. */
   onWrite(message: T | undefined, fds: readonly number[] | undefined): void {
-    this.#hooks.onWrite(message, fds);
+    this.#hooks[kOnWrite](message, fds);
   }
 
   /** For the writer: fds over SCM_RIGHTS on this session's socket. */
@@ -85,22 +88,6 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
   /** For the writer: the connection failed while passing fds. */
   onError(err: unknown): void {
     this.end(err);
-  }
-
-  /**
-   * Rejects when the session ends: with the error that broke it, or a
-   * {@link SessionEndedError}. Made when first asked for.
-   */
-  get ended(): Promise<never> {
-    if (this.#ended === undefined) {
-      const reason = this.#reason;
-      this.#ended =
-        reason !== undefined
-          ? Promise.reject(reason)
-          : new Promise<never>((_, reject) => (this.#rejectEnded = reject));
-      this.#ended.catch(() => {});
-    }
-    return this.#ended;
   }
 
   /** Whether the session still runs (neither ended nor closing). */
@@ -120,7 +107,7 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
    */
   end(err: unknown): void {
     if (!this.#open) return;
-    if (err !== undefined && isConnectionLoss(err) && this.#hooks.mayVanish()) err = undefined;
+    if (err !== undefined && isConnectionLoss(err) && this.#hooks[kMayVanish]()) err = undefined;
     const reason =
       err instanceof Error ? err : new SessionEndedError("The peer closed the connection");
     this.#finish(err, reason);
@@ -154,12 +141,7 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
     this.#open = false;
     this.#error = err;
     this.#reader.stop();
-    try {
-      this.#hooks.ended(err, reason);
-    } finally {
-      this.#reason = reason;
-      this.#rejectEnded?.(reason);
-    }
+    this.#hooks[kEnded](err, reason);
   }
 }
 
