@@ -163,16 +163,15 @@ export abstract class Protocol<TMessage extends object>
     const retry = options.retry ? retryPolicy(options.retry, address) : undefined;
     // Commit.
     const attempt = this.#beginAttempt(options, "connect()");
-    const signal = attempt.signal;
     // One try for both phases (no closure or extra frame per phase: a connect stays cheap).
     try {
       this.#runstate.set(Runstate.CONNECTING);
       if (this.#observe.debugOn) this.#observe.debug(`Connecting to ${formatAddress(address)} ...`);
       const stream = await (retry === undefined
-        ? openStream(address, signal, tlsOptions)
+        ? openStream(address, attempt, tlsOptions)
         : openWithRetry(
             retry,
-            signal,
+            attempt.signal,
             (s) => openStream(address, s, tlsOptions),
             (m) => this.#observe.debug(m),
           ));
@@ -205,7 +204,6 @@ export abstract class Protocol<TMessage extends object>
     checkCallOptions(options);
     if (options.tls !== undefined) checkTlsAddress(address);
     const attempt = this.#beginAttempt(options, "startServer()");
-    const signal = attempt.signal;
     const listenOptions: ListenOptions = options.mode !== undefined ? { mode: options.mode } : {};
     if (options.tls !== undefined) listenOptions.tls = options.tls;
     let listening: Promise<Listener> | undefined;
@@ -213,7 +211,7 @@ export abstract class Protocol<TMessage extends object>
       this.#runstate.set(Runstate.CONNECTING);
       this.#observe.debug(`Listening on ${formatAddress(address)} ...`);
       listening = Listener.listen(address, listenOptions);
-      this.#listener = await raceSignal(listening, signal);
+      this.#listener = await raceSignal(listening, attempt);
     } catch (err) {
       // Cut short while binding: let the bind settle and undo it, so that
       // nothing is left listening (or on disk) once this rejects.
@@ -344,13 +342,15 @@ export abstract class Protocol<TMessage extends object>
   // ------------------------------------------------------- for subclasses
 
   /**
-   * Do what the session needs before `RUNNING` (greeting, negotiation).
+   * Do what the session needs before `RUNNING` (greeting, negotiation),
+   * within `attempt` (its `signal` is a real `AbortSignal` for the rare wait
+   * that needs one; the attempt itself serves `raceSignal`).
    * Inbound messages already flow to {@link handleMessage}. Throwing fails
    * the connect with "Failed to establish session". It must settle once the
    * session ends ({@link sessionEnded} comes first: fail there what it
    * waits for); the engine adds no race of its own, to keep a connect cheap.
    */
-  protected abstract establishSession(signal: AbortSignal): Promise<void>;
+  protected abstract establishSession(attempt: Attempt): Promise<void>;
 
   /** One inbound message, in wire order. Throwing ends the session with that error. */
   protected abstract handleMessage(message: Record<string, unknown>): void;
@@ -495,12 +495,11 @@ export abstract class Protocol<TMessage extends object>
   async #establish(attempt: Attempt, stream: Duplex): Promise<void> {
     attempt.phase = SESSION_FAILED;
     attempt.transportFailure = tlsSessionFailure(stream);
-    const signal = attempt.signal;
     const session = this.#attach(stream);
-    await raceSignal(this.establishSession(signal), signal);
+    await raceSignal(this.establishSession(attempt), attempt);
     // Whatever came between the session being set up and now (a
     // disconnect(), the peer leaving) wins over RUNNING.
-    signal.throwIfAborted();
+    attempt.throwIfAborted();
     if (!session.open) throw toError(session.error ?? new SessionEndedError("The peer left"));
     this.#runstate.set(Runstate.RUNNING);
   }

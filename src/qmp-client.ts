@@ -1,5 +1,6 @@
 // The QMP client: greeting, negotiation, command ids, reply routing, execute, events.
 
+import type { Attempt } from "./attempt.js";
 import { TLSSocket } from "node:tls";
 import { type Call, CallTable, type Reply, copyChecked, unwrap } from "./calls.js";
 import {
@@ -411,7 +412,7 @@ export class QMPClient extends Protocol<CommandMessage> {
 
   // ---------------------------------------------------------- the engine's hooks
 
-  protected override async establishSession(signal: AbortSignal): Promise<void> {
+  protected override async establishSession(attempt: Attempt): Promise<void> {
     let stall: string | undefined;
     this.#ended = undefined;
     for (const l of this.#listeners) l[kSessionStarted]();
@@ -432,7 +433,9 @@ export class QMPClient extends Protocol<CommandMessage> {
     // A known stall must not hang the connect until the caller's timeout
     // (or forever, without one): give it a few seconds, then say why.
     const bounded =
-      stall === undefined ? undefined : deadline({ signal, timeout: TLS_STALL_TIMEOUT }, what);
+      stall === undefined
+        ? undefined
+        : deadline({ signal: attempt.signal, timeout: TLS_STALL_TIMEOUT }, what);
     let reply: Reply;
     try {
       // connect()'s own deadline covers the call: it needs none of its own
@@ -446,7 +449,7 @@ export class QMPClient extends Protocol<CommandMessage> {
         true,
       );
     } catch (err) {
-      if (bounded !== undefined && !signal.aborted && bounded.signal.aborted) {
+      if (bounded !== undefined && !attempt.aborted && bounded.signal.aborted) {
         throw new ProtocolError(
           `No reply to qmp_capabilities within ${TLS_STALL_TIMEOUT} ms: ${stall}`,
           { cause: err },

@@ -7,6 +7,7 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { SessionEndedError, TransportError } from "./errors.js";
+import type { Abortable } from "./util.js";
 
 /** A TCP address. */
 export interface InetAddress {
@@ -109,19 +110,19 @@ export function unixPath(address: string | UnixAddress): string {
 
 /** Run `fn` until it settles or `signal` aborts; on abort, `cleanup` and reject with the reason. */
 export function abortable<T>(
-  signal: AbortSignal | undefined,
+  signal: Abortable | undefined,
   fn: (resolve: (v: T) => void, reject: (e: unknown) => void) => void,
   cleanup: () => void,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     if (signal?.aborted) {
       cleanup();
-      reject(signal.reason as unknown);
+      reject(signal.reason);
       return;
     }
     const onAbort = (): void => {
       cleanup();
-      reject(signal!.reason as unknown);
+      reject(signal!.reason);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     fn(
@@ -151,7 +152,7 @@ export function abortable<T>(
  */
 export function openStream(
   address: SocketAddress,
-  signal?: AbortSignal,
+  signal?: Abortable,
   tlsOptions?: TlsConnectOptions,
 ): Promise<Duplex> {
   let socket: Duplex;
@@ -177,7 +178,7 @@ export function openStream(
     if (!(socket instanceof net.Socket) || !socket.connecting) {
       if (socket.destroyed)
         return Promise.reject(new TransportError("The given stream is already destroyed"));
-      return signal?.aborted ? Promise.reject(signal.reason as unknown) : Promise.resolve(socket);
+      return signal?.aborted ? Promise.reject(signal.reason) : Promise.resolve(socket);
     }
   }
   const sock = socket as net.Socket;

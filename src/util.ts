@@ -30,7 +30,7 @@ export function timeoutError(what: string, ms: number): DOMException {
 }
 
 /** The longest delay setTimeout() takes as it is. */
-const MAX_TIMER_DELAY = 2 ** 31 - 1;
+export const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 /** Cancellation options taken by every asynchronous call. */
 export interface CallOptions {
@@ -150,23 +150,34 @@ export function deadline(
 function noop(): void {}
 
 /**
+ * What the engine's waits need of a signal: an `AbortSignal`, or a lighter
+ * object of the same shape (a connect attempt's, see `Attempt`).
+ */
+export interface Abortable {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
+/**
  * Wait for `promise`, or reject with the signal's reason when it aborts
  * (calling `onAbort` first). The abort listener is removed either way.
  */
 export function raceSignal<T>(
   promise: Promise<T>,
-  signal: AbortSignal | undefined,
+  signal: Abortable | undefined,
   onAbort?: () => void,
 ): Promise<T> {
   if (signal === undefined) return promise;
   if (signal.aborted) {
     onAbort?.();
-    return Promise.reject(signal.reason as Error);
+    return Promise.reject(signal.reason);
   }
   return new Promise<T>((resolve, reject) => {
     const abort = (): void => {
       onAbort?.();
-      reject(signal.reason as Error);
+      reject(signal.reason);
     };
     signal.addEventListener("abort", abort, { once: true });
     promise.then(
