@@ -136,7 +136,8 @@ export class QMPClient extends Protocol<CommandMessage> {
   readonly #awaitGreeting: boolean;
   readonly #negotiate: boolean;
   readonly #calls: CallTable;
-  readonly #listeners = new Set<EventListener>();
+  /** The listeners registered besides `events` (made on the first one: most clients have none). */
+  #listeners: Set<EventListener> | undefined;
   #greetingWaiter: Deferred<Greeting> | undefined;
   /** Set when a session ended and no new one started: what listeners registered now must see. */
   #ended: { cause: unknown } | undefined;
@@ -149,7 +150,6 @@ export class QMPClient extends Protocol<CommandMessage> {
     this.#awaitGreeting = options.awaitGreeting ?? true;
     this.#negotiate = options.negotiate ?? true;
     this.events = new EventListener(options.events ?? {});
-    this.#listeners.add(this.events);
     this.#calls = new CallTable(this.logger);
   }
 
@@ -317,16 +317,16 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws {ListenerError} when it is already registered.
    */
   registerListener(listener: EventListener): void {
-    if (this.#listeners.has(listener)) {
+    if (listener === this.events || this.#listeners?.has(listener)) {
       throw new ListenerError("This listener is already registered with this client");
     }
-    this.#listeners.add(listener);
+    (this.#listeners ??= new Set()).add(listener);
     // A listener joining between sessions must know the last one is over
     // (or it would wait forever); one joining a live session must not think so.
     if (this.#ended !== undefined) listener[kSessionEnded](this.#ended.cause);
     else listener[kSessionStarted]();
     const forget = listener[kAttach](() => {
-      if (this.#listeners.has(listener)) this.unregisterListener(listener);
+      if (this.#listeners?.has(listener)) this.unregisterListener(listener);
     });
     (this.#forgetters ??= new Map()).set(listener, forget);
   }
@@ -343,7 +343,7 @@ export class QMPClient extends Protocol<CommandMessage> {
     if (listener === this.events) {
       throw new ListenerError("The default listener 'events' cannot be unregistered");
     }
-    if (!this.#listeners.delete(listener)) {
+    if (!this.#listeners?.delete(listener)) {
       throw new ListenerError("This listener is not registered with this client");
     }
     this.#forgetters?.get(listener)?.();
@@ -369,7 +369,7 @@ export class QMPClient extends Protocol<CommandMessage> {
     }
     return {
       [Symbol.dispose]: () => {
-        for (const l of done) if (this.#listeners.has(l)) this.unregisterListener(l);
+        for (const l of done) if (this.#listeners?.has(l)) this.unregisterListener(l);
       },
     };
   }
@@ -415,7 +415,8 @@ export class QMPClient extends Protocol<CommandMessage> {
   protected override async establishSession(attempt: Attempt): Promise<void> {
     let stall: string | undefined;
     this.#ended = undefined;
-    for (const l of this.#listeners) l[kSessionStarted]();
+    this.events[kSessionStarted]();
+    if (this.#listeners !== undefined) for (const l of this.#listeners) l[kSessionStarted]();
     this.#greeting = undefined;
     this.#calls.startSession(false);
     if (this.#awaitGreeting) {
@@ -530,7 +531,8 @@ export class QMPClient extends Protocol<CommandMessage> {
     this.#greetingWaiter = undefined;
     this.#calls.endSession(reason);
     this.#ended = { cause: reason };
-    for (const l of this.#listeners) l[kSessionEnded](reason);
+    this.events[kSessionEnded](reason);
+    if (this.#listeners !== undefined) for (const l of this.#listeners) l[kSessionEnded](reason);
   }
 
   // ------------------------------------------------------------- machinery
@@ -542,19 +544,22 @@ export class QMPClient extends Protocol<CommandMessage> {
   #deliver(event: QMPEvent): void {
     // The first taker gets the parsed object; others get copies, so no
     // consumer sees another's changes.
-    let first = true;
-    for (const listener of this.#listeners) {
-      let takes: boolean;
-      try {
-        takes = listener.accepts(event);
-      } catch (err) {
-        this.logger.error(`${this.#tag}An event filter threw: ${String(err)}`);
-        continue;
-      }
-      if (!takes) continue;
-      listener[kPush](first ? event : structuredClone(event));
-      first = false;
+    let taken = this.#offer(this.events, event, false);
+    const others = this.#listeners;
+    if (others !== undefined) for (const l of others) taken = this.#offer(l, event, taken) || taken;
+  }
+
+  /** Give `event` (a copy if `taken` already) to `listener` if it accepts it; whether it did. */
+  #offer(listener: EventListener, event: QMPEvent, taken: boolean): boolean {
+    let takes: boolean;
+    try {
+      takes = listener.accepts(event);
+    } catch (err) {
+      this.logger.error(`${this.#tag}An event filter threw: ${String(err)}`);
+      return false;
     }
+    if (takes) listener[kPush](taken ? structuredClone(event) : event);
+    return takes;
   }
 
   /**
