@@ -81,7 +81,7 @@ function message(err: unknown): string {
 
 /**
  * Run `once` for each variant, alternated, one warm-up round and then
- * `ctx.rounds` timed ones; medians per metric. The warm-up round's socket
+ * `rounds` timed ones (default `ctx.rounds`); medians per metric. The warm-up round's socket
  * writes are counted (`writes`). Child-process rows skip the warm-up: each
  * child starts cold anyway. A variant that fails is dropped from the
  * rest of the row, its cells n/a, the error in its note.
@@ -91,11 +91,12 @@ async function alternate(
   title: string,
   once: (variant: VariantId) => Promise<Sample>,
   warmUp = true,
+  rounds = ctx.rounds,
 ): Promise<{ medians: Record<VariantId, Sample | null>; writes: Record<VariantId, number> }> {
   const samples = new Map<VariantId, Sample[]>(VARIANTS.map((v) => [v, []]));
   const writes = { qmp: NaN, raw: NaN, "node-qemu": NaN } as Record<VariantId, number>;
   const failed = new Map<VariantId, string>();
-  for (let round = warmUp ? 0 : 1; round <= ctx.rounds; round++) {
+  for (let round = warmUp ? 0 : 1; round <= rounds; round++) {
     for (const variant of VARIANTS) {
       if (failed.has(variant)) continue;
       try {
@@ -269,6 +270,15 @@ const schemaRow: RowDef = {
 
 // ------------------------------------------------------------- child-process rows
 
+/**
+ * Rounds of a row whose sample is one cold run in a fresh process (a big
+ * reply, 1,000 sessions): cheap, but noisier than a warmed-up loop, so at
+ * least 9.
+ */
+function oneShotRounds(ctx: Context): number {
+  return Math.max(ctx.rounds, 9);
+}
+
 /** Run a measuring child; its own process, so its RSS is the client's alone. */
 export async function runChild(task: ChildTask, timeoutMs: number): Promise<ChildResult> {
   const child = spawnTracked(
@@ -319,9 +329,11 @@ function replyRow(id: string, bytes: number, overLimit: boolean): RowDef {
           };
         },
         false,
+        overLimit ? ctx.rounds : oneShotRounds(ctx),
       );
       const limit = overLimit ? " (over qmp's 10 MiB limit)" : "";
-      const title = `one ${bytes / MiB} MiB reply${limit}, fake server, child process`;
+      const rounds = overLimit ? "" : `, median of ${oneShotRounds(ctx)}`;
+      const title = `one ${bytes / MiB} MiB reply${limit}, fake server, child process${rounds}`;
       return result(id, title, metrics, medians, outcomes);
     },
   };
@@ -349,8 +361,11 @@ const sessionsRow: RowDef = {
         };
       },
       false,
+      oneShotRounds(ctx),
     );
-    const title = `${count.toLocaleString("en")} sessions at once, fake server, child process`;
+    const title =
+      `${count.toLocaleString("en")} sessions at once, fake server, child process, ` +
+      `median of ${oneShotRounds(ctx)}`;
     return result("sessions", title, metrics, medians);
   },
 };
