@@ -8,15 +8,24 @@ import { type CallOptions, checkCallOptions, deadline, raceSignal } from "./util
 /** What a full listener does with one more event. */
 export type OverflowPolicy = "drop-oldest" | "drop-newest" | "error";
 
-/** Decides whether a listener takes an event (after the name check). */
-export type EventFilter = (event: QMPEvent) => boolean;
+/** What every event has: its name. (A typed client's events have typed `data`.) */
+export interface NamedEvent {
+  readonly event: string;
+}
+
+/**
+ * Decides whether a listener takes an event (after the name check). `E` is
+ * the listener's event type ({@link QMPEvent}, or a typed client's events).
+ */
+// A method's type, so that a listener of typed events still counts as a listener of any event.
+export type EventFilter<E = QMPEvent> = { check(event: E): boolean }["check"];
 
 /** Options of {@link EventListener}. */
-export interface EventListenerOptions {
+export interface EventListenerOptions<E extends NamedEvent = QMPEvent> {
   /** Event names to take; a string, a list, or empty/absent for all. */
-  names?: string | Iterable<string> | undefined;
+  names?: E["event"] | Iterable<E["event"]> | undefined;
   /** Further test, applied after `names`. */
-  filter?: EventFilter | undefined;
+  filter?: EventFilter<E> | undefined;
   /**
    * Most events held unconsumed (default 10 000). A consumer that keeps up
    * never reaches it: events are handed over between socket reads.
@@ -41,7 +50,8 @@ export interface EventListenerOptions {
 export const DEFAULT_MAX_PENDING = 10_000;
 
 const END = Symbol("end");
-type Waiter = (value: QMPEvent | typeof END) => void;
+// A method's type (bivariant), as EventFilter: see there.
+type Waiter<E> = { wake(value: E | typeof END): void }["wake"];
 
 // Hooks the client uses; not exported from the package.
 /** @internal */
@@ -61,12 +71,18 @@ export const kAttach: unique symbol = Symbol("attach");
  * one listener each event goes to exactly one consumer (`get()` or an
  * iterator). Iterating ends when the client's session ends, once the queued
  * events are consumed.
+ *
+ * `E` is the type of its events: {@link QMPEvent} by default; on a typed
+ * client (`QMPClient<QAPI>`), `client.listener("JOB_STATUS_CHANGE")` gives
+ * a listener of that event with its typed `data`.
  */
-export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
+export class EventListener<E extends NamedEvent = QMPEvent>
+  implements AsyncIterable<E>, Disposable
+{
   /** Names taken, or `undefined` for all. */
   readonly names: ReadonlySet<string> | undefined;
   /** The extra predicate, if any. */
-  readonly filter: EventFilter | undefined;
+  readonly filter: EventFilter<E> | undefined;
   /** The bound on unconsumed events. */
   readonly maxPending: number;
   /** The overflow policy. */
@@ -74,10 +90,10 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
   readonly #historySize: number;
   readonly #throwOnEnd: boolean;
   /** Events not consumed yet. */
-  readonly #queue = new Fifo<QMPEvent>();
-  #history: QMPEvent[] = [];
+  readonly #queue = new Fifo<E>();
+  #history: E[] = [];
   #historyHead = 0;
-  #waiters: Waiter[] = [];
+  #waiters: Waiter<E>[] = [];
   #dropped = 0;
   #overflowed = false;
   #ended: unknown = undefined;
@@ -88,9 +104,10 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
   /**
    * @throws {RangeError} when `maxPending` is below 1 or `historySize` below 0.
    */
-  constructor(options: EventListenerOptions = {}) {
+  constructor(options: EventListenerOptions<E> = {}) {
     const names = options.names;
-    const set = typeof names === "string" ? new Set([names]) : new Set(names ?? []);
+    const set: Set<string> =
+      typeof names === "string" ? new Set([names]) : new Set<string>(names ?? []);
     this.names = set.size > 0 ? set : undefined;
     this.filter = options.filter;
     this.maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
@@ -112,13 +129,13 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
   }
 
   /** The last `historySize` events taken, oldest first (consumed or not). */
-  get history(): QMPEvent[] {
+  get history(): E[] {
     const h = this.#history;
     return [...h.slice(this.#historyHead), ...h.slice(0, this.#historyHead)];
   }
 
   /** Whether the name check and the filter let `event` in. */
-  accepts(event: QMPEvent): boolean {
+  accepts(event: E): boolean {
     if (this.names !== undefined && !this.names.has(event.event)) return false;
     return this.filter === undefined || this.filter(event);
   }
@@ -129,7 +146,7 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
   }
 
   /** Remove and return every waiting event; an overflow not yet reported by `get()` is forgotten. */
-  clear(): QMPEvent[] {
+  clear(): E[] {
     const events = this.#queue.takeAll();
     // What overflowed is gone with the rest: the next get() has nothing to report.
     this.#overflowed = false;
@@ -144,14 +161,14 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
    * @throws {ListenerError} once after events were lost with `overflow: "error"`.
    * @throws the `signal`'s reason on abort or timeout.
    */
-  async get(options: CallOptions = {}): Promise<QMPEvent> {
+  async get(options: CallOptions = {}): Promise<E> {
     const event = await this.#next(options);
     if (event === END) throw this.#endError();
     return event;
   }
 
   /** Iterate over events until the session ends (see `onSessionEnd`). */
-  async *[Symbol.asyncIterator](): AsyncIterator<QMPEvent> {
+  async *[Symbol.asyncIterator](): AsyncIterator<E> {
     for (;;) {
       const event = await this.#next({});
       if (event === END) {
@@ -173,7 +190,7 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
     });
   }
 
-  #next(options: CallOptions): Promise<QMPEvent | typeof END> {
+  #next(options: CallOptions): Promise<E | typeof END> {
     checkCallOptions(options);
     if (this.#overflowed) {
       this.#overflowed = false;
@@ -185,8 +202,8 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
     if (queued !== undefined) return Promise.resolve(queued);
     if (this.#isEnded) return Promise.resolve(END);
     const { signal, timeout } = options;
-    let waiter!: Waiter;
-    const promise = new Promise<QMPEvent | typeof END>((resolve) => {
+    let waiter!: Waiter<E>;
+    const promise = new Promise<E | typeof END>((resolve) => {
       waiter = resolve;
       this.#waiters.push(waiter);
     });
@@ -202,7 +219,7 @@ export class EventListener implements AsyncIterable<QMPEvent>, Disposable {
   }
 
   /** @internal A new event for this listener (already checked with {@link accepts}). */
-  [kPush](event: QMPEvent): void {
+  [kPush](event: E): void {
     if (this.#historySize > 0) {
       if (this.#history.length < this.#historySize) this.#history.push(event);
       else {

@@ -23,8 +23,25 @@ export {
   DEFAULT_MAX_PENDING,
   type EventListenerOptions,
   type EventFilter,
+  type NamedEvent,
   type OverflowPolicy,
 } from "./events.js";
+// Typed clients: QMPClient<QAPI> with QAPI from "qmp/qapi" (or `qmp codegen`).
+export type {
+  QAPIShape,
+  Untyped,
+  NoArguments,
+  CommandName,
+  CommandArgs,
+  CommandArgsParam,
+  CommandParams,
+  CommandReturn,
+  CommandResult,
+  EventName,
+  EventNames,
+  EventOf,
+  AnyEvent,
+} from "./qapi/typing.js";
 export {
   QMPError,
   ConnectError,

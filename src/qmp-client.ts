@@ -1,6 +1,26 @@
 // The QMP client: greeting, negotiation, command ids, reply routing, execute, events.
 
+export type {
+  ExecuteAndWaitOptions,
+  ExecuteOptions,
+  QMPClientOptions,
+  RawOptions,
+  WaitEventOptions,
+} from "./qmp-options.js";
+
 import type { Attempt } from "./attempt.js";
+import type {
+  AnyEvent,
+  CommandArgsParam,
+  CommandName,
+  CommandParams,
+  CommandResult,
+  EventName,
+  EventNames,
+  EventOf,
+  QAPIShape,
+  Untyped,
+} from "./qapi/typing.js";
 import { TLSSocket } from "node:tls";
 import { type Call, CallTable, type Reply, copyChecked, unwrap } from "./calls.js";
 import {
@@ -13,6 +33,7 @@ import {
 import {
   type EventFilter,
   EventListener,
+  type NamedEvent,
   type EventListenerOptions,
   kAttach,
   kPush,
@@ -30,7 +51,18 @@ import {
 } from "./message.js";
 import { checkFds } from "./fd-passing.js";
 import { Protocol } from "./protocol.js";
-import type { ProtocolOptions } from "./protocol-options.js";
+import {
+  type ExecuteAndWaitOptions,
+  type ExecuteOptions,
+  NO_OPTIONS,
+  type QMPClientOptions,
+  type RawOptions,
+  TLS_STALL_TIMEOUT,
+  type WaitEventOptions,
+  checkExecute,
+  isEmptyObject,
+  tlsStallWarning,
+} from "./qmp-options.js";
 import {
   type CallOptions,
   type Deferred,
@@ -41,73 +73,8 @@ import {
   typeName,
 } from "./util.js";
 
-/** Options of {@link QMPClient}. */
-export interface QMPClientOptions extends ProtocolOptions {
-  /**
-   * Wait for QEMU's greeting before `RUNNING` (default true). `false` with
-   * `negotiate: false` is guest-agent mode: nothing is read or sent first.
-   */
-  awaitGreeting?: boolean | undefined;
-  /** Send `qmp_capabilities` before `RUNNING` (default true). */
-  negotiate?: boolean | undefined;
-  /** Options of the default listener {@link QMPClient.events}. */
-  events?: Omit<EventListenerOptions, "names" | "filter"> | undefined;
-}
-
-/** Options of {@link QMPClient.execute}. */
-export interface ExecuteOptions extends CallOptions {
-  /** Send as `exec-oob` (out-of-band; needs the `oob` capability, negotiated when offered). */
-  oob?: boolean | undefined;
-  /**
-   * File descriptors to pass with the command (SCM_RIGHTS, UNIX sockets
-   * only): they go in one message on a single space byte right before the
-   * command. QEMU keeps only the first fd of a message, so give QEMU one fd
-   * per command (`getfd`, `add-fd`). The fds stay open on our side: close
-   * them yourself once QEMU has them.
-   */
-  fds?: readonly number[] | undefined;
-}
-
-/** Options of {@link QMPClient.raw}. */
-export interface RawOptions extends CallOptions {
-  /** Give the message a fresh id when it has none (default true). */
-  assignId?: boolean | undefined;
-}
-
-/** Options of {@link QMPClient.executeAndWait}. */
-export interface ExecuteAndWaitOptions extends ExecuteOptions {
-  /** Name(s) of the event to wait for. */
-  event: string | Iterable<string>;
-  /** Which of those events is the one (e.g. the right `device`). */
-  filter?: EventFilter | undefined;
-}
-
-/** Options of {@link QMPClient.waitEvent}. */
-export interface WaitEventOptions extends CallOptions {}
-
-/**
- * How long `qmp_capabilities` may take on a TLS session with a QEMU before
- * 8.0 before we call it the known stall rather than wait for the caller's
- * timeout (a QEMU with the fix backported answers at once).
- */
-const TLS_STALL_TIMEOUT = 3000;
-
-/** The options of a call that gives none: one shared object, not one per call. */
-const NO_OPTIONS: ExecuteOptions & RawOptions = Object.freeze({});
-
-/**
- * QEMU before 8.0 stalls on a TLS monitor: commands go unanswered (QEMU 7.2
- * answers not even `qmp_capabilities`); a bug of its TLS channel, fixed in
- * QEMU 8.0. What to warn about, for the greeting of a TLS session.
- */
-function tlsStallWarning(greeting: Greeting): string | undefined {
-  const { major, minor, micro } = greeting.QMP.version.qemu;
-  if (major >= 8) return undefined;
-  return (
-    `QEMU ${major}.${minor}.${micro} over TLS: QEMU before 8.0 stalls on a TLS monitor and ` +
-    "leaves commands unanswered (a QEMU bug, fixed in QEMU 8.0); use QEMU >= 8.0, or a UNIX socket"
-  );
-}
+/** Any listener, whatever its events' type: what the client registers. */
+type AnyListener = EventListener<NamedEvent>;
 
 /**
  * A QMP client for QEMU (and `qemu-storage-daemon`).
@@ -121,8 +88,15 @@ function tlsStallWarning(greeting: Greeting): string | undefined {
  *
  * Commands may be issued concurrently; replies are matched by id. Events go
  * to {@link events} and to every registered {@link EventListener}.
+ *
+ * Typed: `new QMPClient<QAPI>()` with `QAPI` from a generated module
+ * (`qmp/qapi`, `qmp/qapi/qemu-7.2`, …, or `qmp codegen` for your QEMU)
+ * checks command names, arguments and event names at compile time and
+ * types what they return; {@link untyped} sends what the schema lacks.
+ * Untyped (`new QMPClient()`), any name goes and `execute<T>()` takes the
+ * result's type.
  */
-export class QMPClient extends Protocol<CommandMessage> {
+export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMessage> {
   /**
    * The greeting of the current (or last) session, once received; with
    * `awaitGreeting: false`, the first greeting that arrives anyway.
@@ -132,12 +106,16 @@ export class QMPClient extends Protocol<CommandMessage> {
   }
   #greeting: Greeting | undefined;
   /** The default listener: takes every event; cannot be unregistered. */
-  readonly events: EventListener;
+  readonly events: EventListener<AnyEvent<Q>>;
+  /** {@link events}, as the client sees its listeners. */
+  get #default(): AnyListener {
+    return this.events;
+  }
   readonly #awaitGreeting: boolean;
   readonly #negotiate: boolean;
   readonly #calls: CallTable;
   /** The listeners registered besides `events` (made on the first one: most clients have none). */
-  #listeners: Set<EventListener> | undefined;
+  #listeners: Set<AnyListener> | undefined;
   #greetingWaiter: Deferred<Greeting> | undefined;
   /** Set when a session ended and no new one started: what listeners registered now must see. */
   #ended: { cause: unknown } | undefined;
@@ -149,7 +127,7 @@ export class QMPClient extends Protocol<CommandMessage> {
     super(options);
     this.#awaitGreeting = options.awaitGreeting ?? true;
     this.#negotiate = options.negotiate ?? true;
-    this.events = new EventListener(options.events ?? {});
+    this.events = new EventListener<AnyEvent<Q>>(options.events ?? {});
     this.#calls = new CallTable(this.logger);
   }
 
@@ -179,31 +157,31 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws the `signal`'s reason on abort; a `TimeoutError` `DOMException`
    *   naming the command and the milliseconds on timeout.
    */
-  async execute(
-    command: string,
-    args?: object,
-    options: ExecuteOptions = NO_OPTIONS,
-  ): Promise<JsonValue> {
-    if (typeof command !== "string" || command === "") {
-      throw new TypeError(`The command must be a non-empty string, got ${typeName(command)}`);
-    }
-    if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args))) {
-      throw new TypeError(`The arguments must be an object, got ${typeName(args)}`);
-    }
-    if (options !== NO_OPTIONS) checkCallOptions(options);
-    const { oob, fds } = options;
-    if (oob !== undefined && typeof oob !== "boolean") {
-      throw new TypeError(`oob must be a boolean, got ${typeName(oob)}`);
-    }
+  execute<T = JsonValue, K extends CommandName<Q> = CommandName<Q>>(
+    command: K,
+    ...params: CommandParams<Q, K, ExecuteOptions>
+  ): Promise<CommandResult<Q, K, T>>;
+  async execute(command: string, args?: unknown, options?: unknown): Promise<unknown> {
+    const checked = checkExecute(command, args, options);
+    const { oob, fds } = checked;
     if (fds !== undefined) {
-      checkFds(fds);
       this.requireRunning();
       this.checkFdPassing();
     }
     const message: CommandMessage = oob === true ? { "exec-oob": command } : { execute: command };
-    if (args !== undefined && !isEmptyObject(args)) message.arguments = args;
-    const reply = await this.#call(message, true, options, "execute", fds);
+    if (args !== undefined && !isEmptyObject(args as object)) message.arguments = args as object;
+    const reply = await this.#call(message, true, checked, "execute", fds);
     return unwrap(message, reply);
+  }
+
+  /**
+   * This client, untyped: for a command or event its schema does not have
+   * (a newer QEMU's, an `x-` one left out), e.g.
+   * `await qmp.untyped.execute("x-new-command", { … })`. The same client,
+   * not a copy.
+   */
+  get untyped(): QMPClient {
+    return this as unknown as QMPClient;
   }
 
   /**
@@ -260,20 +238,25 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws as {@link execute}, and {@link SessionEndedError} if the session
    *   ends before the event.
    */
+  executeAndWait<K extends CommandName<Q>, N extends EventName<Q>>(
+    command: K,
+    args: CommandArgsParam<Q, K>,
+    options: ExecuteAndWaitOptions<N, EventOf<Q, N>>,
+  ): Promise<{ return: CommandResult<Q, K, JsonValue>; event: EventOf<Q, N> }>;
   async executeAndWait(
     command: string,
-    args: object | undefined,
-    options: ExecuteAndWaitOptions,
-  ): Promise<{ return: JsonValue; event: QMPEvent }> {
+    args: unknown,
+    options: ExecuteAndWaitOptions<string, NamedEvent>,
+  ): Promise<{ return: unknown; event: NamedEvent }> {
     checkCallOptions(options);
     const timeout = options.timeout ?? this.defaultTimeout;
     const { signal, dispose } = deadline(
       { signal: options.signal, timeout },
       `executeAndWait('${String(command)}')`,
     );
-    using listener = this.listener(options.event, options.filter);
+    using listener = this.untyped.listener(options.event, options.filter);
     try {
-      const result = await this.execute(command, args, {
+      const result = await this.untyped.execute(command, args as object | undefined, {
         oob: options.oob,
         fds: options.fds,
         signal,
@@ -316,8 +299,8 @@ export class QMPClient extends Protocol<CommandMessage> {
    *
    * @throws {ListenerError} when it is already registered.
    */
-  registerListener(listener: EventListener): void {
-    if (listener === this.events || this.#listeners?.has(listener)) {
+  registerListener(listener: AnyListener): void {
+    if (listener === this.#default || this.#listeners?.has(listener)) {
       throw new ListenerError("This listener is already registered with this client");
     }
     (this.#listeners ??= new Set()).add(listener);
@@ -332,15 +315,15 @@ export class QMPClient extends Protocol<CommandMessage> {
   }
 
   /** How each registered listener forgets this client (made on the first registration). */
-  #forgetters: Map<EventListener, () => void> | undefined;
+  #forgetters: Map<AnyListener, () => void> | undefined;
 
   /**
    * Unregister a listener; its queued events stay in it.
    *
    * @throws {ListenerError} for the default listener {@link events}, or one not registered.
    */
-  unregisterListener(listener: EventListener): void {
-    if (listener === this.events) {
+  unregisterListener(listener: AnyListener): void {
+    if (listener === this.#default) {
       throw new ListenerError("The default listener 'events' cannot be unregistered");
     }
     if (!this.#listeners?.delete(listener)) {
@@ -356,8 +339,8 @@ export class QMPClient extends Protocol<CommandMessage> {
    *
    * @throws {ListenerError} when one is already registered (none is then registered).
    */
-  listen(...listeners: EventListener[]): Disposable {
-    const done: EventListener[] = [];
+  listen(...listeners: AnyListener[]): Disposable {
+    const done: AnyListener[] = [];
     try {
       for (const l of listeners) {
         this.registerListener(l);
@@ -378,12 +361,12 @@ export class QMPClient extends Protocol<CommandMessage> {
    * Make and register a listener for `names` (empty: all) and `filter`:
    * `using l = client.listener("STOP");` unregisters it at the end of the scope.
    */
-  listener(
-    names?: string | Iterable<string>,
-    filter?: EventFilter,
+  listener<N extends EventName<Q> = EventName<Q>>(
+    names?: EventNames<N>,
+    filter?: EventFilter<EventOf<Q, N>>,
     options: Omit<EventListenerOptions, "names" | "filter"> = {},
-  ): EventListener {
-    const listener = new EventListener({ ...options, names, filter });
+  ): EventListener<EventOf<Q, N>> {
+    const listener = new EventListener<EventOf<Q, N>>({ ...options, names, filter });
     this.registerListener(listener);
     return listener;
   }
@@ -397,13 +380,17 @@ export class QMPClient extends Protocol<CommandMessage> {
    * @throws {SessionEndedError} when the session ends first.
    * @throws the `signal`'s reason on abort; a `TimeoutError` naming the event on timeout.
    */
-  async waitEvent(
-    names?: string | Iterable<string>,
-    filter?: EventFilter,
-    options: WaitEventOptions = {},
-  ): Promise<QMPEvent> {
+  waitEvent<N extends EventName<Q> = EventName<Q>>(
+    names?: EventNames<N>,
+    filter?: EventFilter<EventOf<Q, N>>,
+    options?: WaitEventOptions,
+  ): Promise<EventOf<Q, N>>;
+  async waitEvent(names?: unknown, filter?: unknown, options: unknown = {}): Promise<unknown> {
     checkCallOptions(options);
-    using listener = this.listener(names, filter);
+    using listener = this.untyped.listener(
+      names as Iterable<string> | string | undefined,
+      filter as EventFilter | undefined,
+    );
     return await listener.get({
       signal: options.signal,
       timeout: options.timeout ?? this.defaultTimeout,
@@ -544,13 +531,13 @@ export class QMPClient extends Protocol<CommandMessage> {
   #deliver(event: QMPEvent): void {
     // The first taker gets the parsed object; others get copies, so no
     // consumer sees another's changes.
-    let taken = this.#offer(this.events, event, false);
+    let taken = this.#offer(this.#default, event, false);
     const others = this.#listeners;
     if (others !== undefined) for (const l of others) taken = this.#offer(l, event, taken) || taken;
   }
 
   /** Give `event` (a copy if `taken` already) to `listener` if it accepts it; whether it did. */
-  #offer(listener: EventListener, event: QMPEvent, taken: boolean): boolean {
+  #offer(listener: AnyListener, event: QMPEvent, taken: boolean): boolean {
     let takes: boolean;
     try {
       takes = listener.accepts(event);
@@ -602,9 +589,4 @@ export class QMPClient extends Protocol<CommandMessage> {
     const cancelled = this.cancelSend(call);
     this.#calls.abandon(call, cancelled);
   }
-}
-
-function isEmptyObject(value: object): boolean {
-  for (const _ in value) return false;
-  return !Array.isArray(value);
 }

@@ -1,5 +1,6 @@
 // The `qmp` command: dispatch to the subcommands, top-level --help and --version.
 
+import { CODEGEN_HELP, runCodegen } from "./codegen.js";
 import { ExitStatus, version, writeLine } from "./common.js";
 import { EVENTS_HELP, runEvents } from "./events.js";
 import { EXEC_HELP, runExec } from "./exec.js";
@@ -15,6 +16,7 @@ Commands:
   wrap -- QEMU-COMMAND [ARGS ...]           start QEMU connected to a shell
   exec [ADDRESS] COMMAND [key=value ...]    run one QMP command, print its return value as JSON
   events [ADDRESS]                          print QMP events as JSON lines
+  codegen [ADDRESS] -o FILE.ts              write TypeScript types for a QEMU's QAPI schema
 
 ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT; when it is left
 out, the QMP_SOCKET environment variable gives it.
@@ -28,6 +30,7 @@ Run "qmp COMMAND --help" for a command's options and exit statuses.
 
 /** The help text of each subcommand, by name (for tests and docs). */
 export const HELP: Readonly<Record<string, string>> = {
+  codegen: CODEGEN_HELP,
   exec: EXEC_HELP,
   events: EVENTS_HELP,
   shell: SHELL_HELP,
@@ -60,6 +63,8 @@ export async function main(argv: string[], io: ShellIO = processIO()): Promise<n
       return withStopSignal((stop) => runEvents(rest, io, stop));
     case "shell":
       return runShell(rest, io);
+    case "codegen":
+      return runCodegen(rest, io);
     case "wrap":
       return runWrap(rest, io);
     default:

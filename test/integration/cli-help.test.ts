@@ -64,7 +64,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.deepEqual(commands, table);
   assert.deepEqual(
     commands.map((c) => c.split(" ")[1]),
-    ["shell", "wrap", "exec", "events"],
+    ["shell", "wrap", "exec", "events", "codegen"],
   );
   assert.deepEqual(helpOptions(r.stdout), ["-h, --help", "-V, --version"]);
   assert.match(r.stdout, /^ {2}-h, --help {8}show this help$/m);
@@ -73,7 +73,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.ok(cli.includes("`QMP_SOCKET`") && r.stdout.includes("QMP_SOCKET"));
 });
 
-for (const command of ["exec", "events", "shell", "wrap"]) {
+for (const command of ["exec", "events", "shell", "wrap", "codegen"]) {
   void test(`qmp ${command} --help matches the README's options table`, async (t) => {
     const r = await qmp(t, [command, "--help"]);
     assert.equal(r.code, 0);

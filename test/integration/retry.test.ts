@@ -150,7 +150,7 @@ void test(
     assert.equal(client.runstate, Runstate.RUNNING);
     assert.ok(logger.retries.length >= 2);
     for (const r of logger.retries) assert.match(r.error, /ECONNREFUSED/);
-    assert.ok("qemu" in ((await client.execute("query-version")) as object));
+    assert.ok("qemu" in (await client.execute<object>("query-version")));
   },
 );
 
