@@ -18,7 +18,8 @@ export type QMPErrorCode =
   | ProcessExitedError["code"]
   | TransportErrorCode
   | QueueFullError["code"]
-  | ConnectCancelledError["code"];
+  | ConnectCancelledError["code"]
+  | ValidationError["code"];
 
 /** Codes of {@link TransportError} and its subclasses. */
 export type TransportErrorCode = "QMP_ERR_TRANSPORT" | "QMP_ERR_ADDRESS_IN_USE";
@@ -319,6 +320,37 @@ export class QueueFullError extends QMPError {
 export class ConnectCancelledError extends QMPError {
   override readonly name: string = "ConnectCancelledError";
   override readonly code = "QMP_ERR_CONNECT_CANCELLED" as const;
+}
+
+/** One thing wrong with a call's arguments, as {@link ValidationError} lists them. */
+export interface ValidationProblem {
+  /** Where, from the arguments' top: `actions[0].data.name` (`""`: the call itself). */
+  path: string;
+  /** What is wrong there: `expected string, got number`, `missing`, `unknown member`, … */
+  message: string;
+}
+
+/**
+ * With `validate: true`, a call's arguments do not fit the connected QEMU's
+ * schema (or QEMU has no such command): nothing was sent. The message names
+ * every bad path, e.g. `Invalid arguments for 'transaction':
+ * actions[0].data.name: expected string, got number`.
+ */
+export class ValidationError extends QMPError {
+  override readonly name: string = "ValidationError";
+  override readonly code = "QMP_ERR_VALIDATION" as const;
+  /** The command. */
+  readonly command: string;
+  /** Every problem found (at most 50). */
+  readonly problems: readonly ValidationProblem[];
+
+  constructor(command: string, problems: readonly ValidationProblem[]) {
+    const list = problems.map((p) => (p.path === "" ? p.message : `${p.path}: ${p.message}`));
+    const unknown = problems.length === 1 && problems[0]!.path === "";
+    super(unknown ? list[0]! : `Invalid arguments for '${command}': ${list.join("; ")}`);
+    this.command = command;
+    this.problems = problems;
+  }
 }
 
 /** How a watched process ended, as {@link ProcessExitedError} reports it. */

@@ -42,6 +42,7 @@ export type {
   EventOf,
   AnyEvent,
 } from "./qapi/typing.js";
+export type { CommandInfo, MemberInfo } from "./qapi/live.js";
 export {
   QMPError,
   ConnectError,
@@ -65,6 +66,8 @@ export {
   AddressInUseError,
   QueueFullError,
   ConnectCancelledError,
+  ValidationError,
+  type ValidationProblem,
   type ProcessExit,
   type TransportErrorCode,
   type QMPErrorCode,

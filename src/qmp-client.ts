@@ -23,33 +23,25 @@ import type {
 } from "./qapi/typing.js";
 import { TLSSocket } from "node:tls";
 import { type Call, CallTable, type Reply, copyChecked, unwrap } from "./calls.js";
-import {
-  GreetingError,
-  ListenerError,
-  MessageTooLargeError,
-  NegotiationError,
-  ProtocolError,
-} from "./errors.js";
+import { GreetingError, MessageTooLargeError, NegotiationError, ProtocolError } from "./errors.js";
 import {
   type EventFilter,
   EventListener,
   type NamedEvent,
   type EventListenerOptions,
-  kAttach,
-  kPush,
-  kSessionEnded,
-  kSessionStarted,
 } from "./events.js";
 import {
   type CommandMessage,
   type Greeting,
   type JsonValue,
-  type QMPEvent,
   isErrorReply,
   isEvent,
   isGreeting,
 } from "./message.js";
 import { checkFds } from "./fd-passing.js";
+import { type AnyListener, Listeners } from "./listeners.js";
+import { type CommandInfo, LiveSchema, commandInfo } from "./qapi/live.js";
+import type { Schema } from "./qapi/schema.js";
 import { Protocol } from "./protocol.js";
 import {
   type ExecuteAndWaitOptions,
@@ -59,6 +51,7 @@ import {
   type RawOptions,
   TLS_STALL_TIMEOUT,
   type WaitEventOptions,
+  checkClientOptions,
   checkExecute,
   isEmptyObject,
   tlsStallWarning,
@@ -72,9 +65,6 @@ import {
   raceSignal,
   typeName,
 } from "./util.js";
-
-/** Any listener, whatever its events' type: what the client registers. */
-type AnyListener = EventListener<NamedEvent>;
 
 /**
  * A QMP client for QEMU (and `qemu-storage-daemon`).
@@ -107,27 +97,27 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
   #greeting: Greeting | undefined;
   /** The default listener: takes every event; cannot be unregistered. */
   readonly events: EventListener<AnyEvent<Q>>;
-  /** {@link events}, as the client sees its listeners. */
-  get #default(): AnyListener {
-    return this.events;
-  }
   readonly #awaitGreeting: boolean;
   readonly #negotiate: boolean;
+  readonly #validate: boolean;
+  /** The connected QEMU's schema (made on first use: validate, hasCommand, …). */
+  #liveSchema: LiveSchema | undefined;
   readonly #calls: CallTable;
-  /** The listeners registered besides `events` (made on the first one: most clients have none). */
-  #listeners: Set<AnyListener> | undefined;
+  /** `events` and the other listeners. */
+  readonly #listeners: Listeners;
   #greetingWaiter: Deferred<Greeting> | undefined;
-  /** Set when a session ended and no new one started: what listeners registered now must see. */
-  #ended: { cause: unknown } | undefined;
 
   /**
    * @throws {TypeError} {RangeError} for options of the wrong type or range.
    */
   constructor(options: QMPClientOptions = {}) {
     super(options);
+    checkClientOptions(options);
     this.#awaitGreeting = options.awaitGreeting ?? true;
     this.#negotiate = options.negotiate ?? true;
+    this.#validate = options.validate ?? false;
     this.events = new EventListener<AnyEvent<Q>>(options.events ?? {});
+    this.#listeners = new Listeners(this.events, this.logger, this.#tag);
     this.#calls = new CallTable(this.logger);
   }
 
@@ -168,6 +158,7 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
       this.requireRunning();
       this.checkFdPassing();
     }
+    this.#validateArgs(command, args);
     const message: CommandMessage = oob === true ? { "exec-oob": command } : { execute: command };
     if (args !== undefined && !isEmptyObject(args as object)) message.arguments = args as object;
     const reply = await this.#call(message, true, checked, "execute", fds);
@@ -202,6 +193,7 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
       throw new TypeError("executeMsg() needs a message with an 'execute' or 'exec-oob' string");
     }
     checkCallOptions(options);
+    this.#validateArgs(command, sent.arguments);
     return unwrap(sent, await this.#call(sent, true, options, "executeMsg"));
   }
 
@@ -292,6 +284,40 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
     await call.reply;
   }
 
+  // ------------------------------------------------------- the live schema
+
+  /**
+   * Whether the connected QEMU has the command `name` (feature detection
+   * across versions). Fetches `query-qmp-schema` once per session, shared
+   * with {@link hasEvent}, {@link commandInfo} and `validate`.
+   *
+   * @throws {StateError} when not `RUNNING`; what `execute()` throws for
+   *   `query-qmp-schema` (a peer without it: {@link ExecuteError}).
+   */
+  async hasCommand(name: string): Promise<boolean> {
+    return (await this.#schemaNow()).command(name) !== undefined;
+  }
+
+  /**
+   * Whether the connected QEMU has the event `name`.
+   *
+   * @throws as {@link hasCommand}.
+   */
+  async hasEvent(name: string): Promise<boolean> {
+    return (await this.#schemaNow()).event(name) !== undefined;
+  }
+
+  /**
+   * What the connected QEMU's command `name` takes: its argument members
+   * (names, readable types, optional or not, features), whether it allows
+   * `exec-oob`; `undefined` when QEMU has no such command.
+   *
+   * @throws as {@link hasCommand}.
+   */
+  async commandInfo(name: string): Promise<CommandInfo | undefined> {
+    return commandInfo(await this.#schemaNow(), name);
+  }
+
   // --------------------------------------------------------------- events
 
   /**
@@ -300,22 +326,8 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
    * @throws {ListenerError} when it is already registered.
    */
   registerListener(listener: AnyListener): void {
-    if (listener === this.#default || this.#listeners?.has(listener)) {
-      throw new ListenerError("This listener is already registered with this client");
-    }
-    (this.#listeners ??= new Set()).add(listener);
-    // A listener joining between sessions must know the last one is over
-    // (or it would wait forever); one joining a live session must not think so.
-    if (this.#ended !== undefined) listener[kSessionEnded](this.#ended.cause);
-    else listener[kSessionStarted]();
-    const forget = listener[kAttach](() => {
-      if (this.#listeners?.has(listener)) this.unregisterListener(listener);
-    });
-    (this.#forgetters ??= new Map()).set(listener, forget);
+    this.#listeners.register(listener);
   }
-
-  /** How each registered listener forgets this client (made on the first registration). */
-  #forgetters: Map<AnyListener, () => void> | undefined;
 
   /**
    * Unregister a listener; its queued events stay in it.
@@ -323,14 +335,7 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
    * @throws {ListenerError} for the default listener {@link events}, or one not registered.
    */
   unregisterListener(listener: AnyListener): void {
-    if (listener === this.#default) {
-      throw new ListenerError("The default listener 'events' cannot be unregistered");
-    }
-    if (!this.#listeners?.delete(listener)) {
-      throw new ListenerError("This listener is not registered with this client");
-    }
-    this.#forgetters?.get(listener)?.();
-    this.#forgetters?.delete(listener);
+    this.#listeners.unregister(listener);
   }
 
   /**
@@ -352,7 +357,7 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
     }
     return {
       [Symbol.dispose]: () => {
-        for (const l of done) if (this.#listeners?.has(l)) this.unregisterListener(l);
+        for (const l of done) if (this.#listeners.has(l)) this.unregisterListener(l);
       },
     };
   }
@@ -401,9 +406,7 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
 
   protected override async establishSession(attempt: Attempt): Promise<void> {
     let stall: string | undefined;
-    this.#ended = undefined;
-    this.events[kSessionStarted]();
-    if (this.#listeners !== undefined) for (const l of this.#listeners) l[kSessionStarted]();
+    this.#listeners.sessionStarted();
     this.#greeting = undefined;
     this.#calls.startSession(false);
     if (this.#awaitGreeting) {
@@ -454,11 +457,13 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
       throw new NegotiationError(`qmp_capabilities failed with ${text}`, reply);
     }
     this.#calls.startSession(offersOob);
+    // Fetched now, so that every call can be checked before it is sent, in order.
+    if (this.#validate) await this.#live.get(() => this.#fetchSchema(true));
   }
 
   protected override handleMessage(message: Record<string, unknown>): void {
     if (isEvent(message)) {
-      this.#deliver(message);
+      this.#listeners.deliver(message);
       return;
     }
     if ("QMP" in message) {
@@ -514,39 +519,45 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
   }
 
   protected override sessionEnded(_cause: unknown, reason: Error): void {
+    this.#liveSchema?.reset();
     this.#greetingWaiter?.reject(reason);
     this.#greetingWaiter = undefined;
     this.#calls.endSession(reason);
-    this.#ended = { cause: reason };
-    this.events[kSessionEnded](reason);
-    if (this.#listeners !== undefined) for (const l of this.#listeners) l[kSessionEnded](reason);
+    this.#listeners.sessionEnded(reason);
   }
 
   // ------------------------------------------------------------- machinery
 
+  get #live(): LiveSchema {
+    return (this.#liveSchema ??= new LiveSchema(this.logger, this.#tag));
+  }
+
+  /** `query-qmp-schema`'s return (during negotiation: under connect()'s deadline). */
+  async #fetchSchema(negotiating = false): Promise<unknown> {
+    const message: CommandMessage = { execute: "query-qmp-schema" };
+    const reply = await this.#call(message, true, NO_OPTIONS, "execute", undefined, negotiating);
+    return unwrap(message, reply);
+  }
+
+  #schemaNow(): Promise<Schema> {
+    this.requireRunning();
+    return this.#live.get(() => this.#fetchSchema());
+  }
+
+  /**
+   * With `validate`, check a call's arguments against the session's schema.
+   *
+   * @throws {ValidationError} for arguments that do not fit (nothing is sent).
+   */
+  #validateArgs(command: string, args: unknown): void {
+    if (!this.#validate) return;
+    this.requireRunning();
+    const schema = this.#liveSchema?.current;
+    if (schema !== undefined) this.#live.validate(schema, command, args);
+  }
+
   get #tag(): string {
     return this.name !== undefined ? `[${this.name}] ` : "";
-  }
-
-  #deliver(event: QMPEvent): void {
-    // The first taker gets the parsed object; others get copies, so no
-    // consumer sees another's changes.
-    let taken = this.#offer(this.#default, event, false);
-    const others = this.#listeners;
-    if (others !== undefined) for (const l of others) taken = this.#offer(l, event, taken) || taken;
-  }
-
-  /** Give `event` (a copy if `taken` already) to `listener` if it accepts it; whether it did. */
-  #offer(listener: AnyListener, event: QMPEvent, taken: boolean): boolean {
-    let takes: boolean;
-    try {
-      takes = listener.accepts(event);
-    } catch (err) {
-      this.logger.error(`${this.#tag}An event filter threw: ${String(err)}`);
-      return false;
-    }
-    if (takes) listener[kPush](taken ? structuredClone(event) : event);
-    return takes;
   }
 
   /**

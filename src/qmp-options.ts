@@ -18,6 +18,15 @@ export interface QMPClientOptions extends ProtocolOptions {
   negotiate?: boolean | undefined;
   /** Options of the default listener {@link QMPClient.events}. */
   events?: Omit<EventListenerOptions, "names" | "filter"> | undefined;
+  /**
+   * Check every `execute()` and `executeMsg()` against the connected QEMU's
+   * schema before sending (default false): `connect()` fetches
+   * `query-qmp-schema` once per session; a call whose arguments do not fit
+   * rejects with a `ValidationError` naming every bad path, and nothing is
+   * sent. Deprecated commands and members are warned about once, through
+   * the logger. (`raw()` is never checked.)
+   */
+  validate?: boolean | undefined;
 }
 
 /** Options of {@link QMPClient.execute}. */
@@ -109,4 +118,18 @@ export function checkExecute(command: unknown, args: unknown, options: unknown):
   }
   if (fds !== undefined) checkFds(fds);
   return options;
+}
+
+/**
+ * Check the options of a `QMPClient` (those beyond the engine's).
+ *
+ * @throws {TypeError} for an option of the wrong type.
+ */
+export function checkClientOptions(options: QMPClientOptions): void {
+  for (const key of ["awaitGreeting", "negotiate", "validate"] as const) {
+    const value = options[key];
+    if (value !== undefined && typeof value !== "boolean") {
+      throw new TypeError(`${key} must be a boolean, got ${typeName(value)}`);
+    }
+  }
 }

@@ -8,6 +8,7 @@ import {
   AddressInUseError,
   BadReplyError,
   ConnectCancelledError,
+  ValidationError,
   QueueFullError,
   TransportError,
   ConnectError,
@@ -158,6 +159,12 @@ const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol:
     cls: ConnectCancelledError,
     make: () => new ConnectCancelledError("m"),
     code: "QMP_ERR_CONNECT_CANCELLED",
+    protocol: false,
+  },
+  {
+    cls: ValidationError,
+    make: () => new ValidationError("device_del", [{ path: "id", message: "missing" }]),
+    code: "QMP_ERR_VALIDATION",
     protocol: false,
   },
 ];
@@ -334,4 +341,22 @@ void describe("errors: fields", () => {
     const unborn = new ProcessExitedError({ exitCode: null, signal: null });
     assert.equal(unborn.message, "The process could not be started");
   });
+});
+
+void test("ValidationError: every problem in the message, the unknown command alone", () => {
+  const err = new ValidationError("transaction", [
+    { path: "actions[0].data.name", message: "expected string, got integer" },
+    { path: "bogus", message: "unknown member" },
+  ]);
+  assert.equal(
+    err.message,
+    "Invalid arguments for 'transaction': actions[0].data.name: expected string, got integer; " +
+      "bogus: unknown member",
+  );
+  assert.equal(err.command, "transaction");
+  assert.equal(err.problems.length, 2);
+  const unknown = new ValidationError("x-foo", [
+    { path: "", message: "QEMU has no command 'x-foo'" },
+  ]);
+  assert.equal(unknown.message, "QEMU has no command 'x-foo'");
 });
