@@ -2,6 +2,7 @@
 
 import { VARIANTS, type VariantId } from "./clients.js";
 import type { MicroResult } from "./micro.js";
+import { TYPECHECK_TARGET, type TypecheckResult } from "./typecheck.js";
 import type { Metric, RowResult } from "./workloads.js";
 
 /** Where and how the numbers were taken. */
@@ -20,6 +21,8 @@ export interface BenchReport {
   machine: Machine;
   rows: RowResult[];
   micro: MicroResult[];
+  /** Type-checking a typed program against an untyped one (absent from older results). */
+  typecheck?: TypecheckResult | undefined;
 }
 
 export const README_START = "<!-- bench:start -->";
@@ -153,6 +156,49 @@ function microTable(micro: MicroResult[], markdown: boolean): string {
   return table(["micro-benchmark", "variant", "median", "ratio to first"], body, markdown);
 }
 
+/** The type-check section: both programs' times, their ratio against the target, module sizes. */
+function typecheckTable(tc: TypecheckResult, markdown: boolean): string {
+  const ms = (v: number): string => `${Math.round(v).toLocaleString("en")} ms`;
+  const r = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
+  const total = tc.typed.totalMs / tc.untyped.totalMs;
+  const result = total <= TYPECHECK_TARGET ? "PASS" : "FAIL";
+  const body = [
+    [
+      "tsc --noEmit, wall",
+      ms(tc.typed.totalMs),
+      ms(tc.untyped.totalMs),
+      r(tc.typed.totalMs, tc.untyped.totalMs),
+      `≤ ${TYPECHECK_TARGET.toFixed(2)}×`,
+      result,
+    ],
+    [
+      "tsc check time",
+      ms(tc.typed.checkMs),
+      ms(tc.untyped.checkMs),
+      r(tc.typed.checkMs, tc.untyped.checkMs),
+      "",
+      "",
+    ],
+  ];
+  const sizes = Object.entries(tc.modules)
+    .map(([name, bytes]) => `${name} ${Math.round(bytes / 1000)} KB`)
+    .join(", ");
+  return (
+    table(
+      [
+        "20 calls, type-checked",
+        "typed (`QMPClient<QAPI>`)",
+        "untyped",
+        "typed÷untyped",
+        "target",
+        "result",
+      ],
+      body,
+      markdown,
+    ) + `\n\n${markdown ? "" : "  "}Generated declarations (.d.ts): ${sizes}.`
+  );
+}
+
 /** The console report: table, PASS/FAIL summary, notes, micro-benchmarks. */
 export function textReport(report: BenchReport): string {
   const parts = [`# qmp bench — ${machineLine(report.machine)}`, ""];
@@ -168,6 +214,10 @@ export function textReport(report: BenchReport): string {
   if (report.micro.length > 0) {
     parts.push("## in-memory micro-benchmarks (framing, client CPU)", "");
     parts.push(microTable(report.micro, false), "");
+  }
+  if (report.typecheck !== undefined) {
+    parts.push("## typed QAPI at compile time", "");
+    parts.push(typecheckTable(report.typecheck, false), "");
   }
   return parts.join("\n");
 }
@@ -186,6 +236,13 @@ export function markdownReport(report: BenchReport): string {
       "",
     );
     parts.push(microTable(report.micro, true), "");
+  }
+  if (report.typecheck !== undefined) {
+    parts.push(
+      "Typed QAPI at compile time (`tsc --noEmit` of one program making 20 calls, typed and untyped, alternated):",
+      "",
+    );
+    parts.push(typecheckTable(report.typecheck, true), "");
   }
   return parts.join("\n").trimEnd();
 }

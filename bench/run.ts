@@ -13,6 +13,7 @@ import { cpus } from "node:os";
 import { parseArgs } from "node:util";
 import { VARIANTS, type VariantId } from "./clients.js";
 import { type MicroResult, runMicro } from "./micro.js";
+import { type TypecheckResult, runTypecheck } from "./typecheck.js";
 import {
   buildSchema,
   captureSchema,
@@ -73,7 +74,7 @@ function parseOptions(): {
     process.exit(0);
   }
   const only = values.only === undefined ? undefined : new Set(values.only.split(","));
-  const known = new Set([...ROWS.map((r) => r.id), "micro"]);
+  const known = new Set([...ROWS.map((r) => r.id), "micro", "typecheck"]);
   for (const id of only ?? []) {
     if (!known.has(id)) throw new Error(`Unknown row "${id}"\n${USAGE}`);
   }
@@ -103,18 +104,20 @@ function shortQemu(line: string | undefined): string {
 async function main(): Promise<void> {
   const options = parseOptions();
   if (options.list) {
-    console.log([...ROWS.map((r) => r.id), "micro"].join("\n"));
+    console.log([...ROWS.map((r) => r.id), "micro", "typecheck"].join("\n"));
     return;
   }
   const started = performance.now();
   const selected = ROWS.filter((r) => options.only?.has(r.id) ?? true);
   const wantMicro = options.only?.has("micro") ?? true;
+  const wantTypecheck = options.only?.has("typecheck") ?? true;
   const qemuLine = await qemuVersionLine();
   const dir = tempDir();
   let qemu: Qemu | undefined;
   let fake: FakeServer | undefined;
   const rows: RowResult[] = [];
   let micro: MicroResult[] = [];
+  let typecheck: TypecheckResult | undefined;
   try {
     if (qemuLine !== undefined) {
       qemu = await startQemu(dir, VARIANTS.length).catch((err: unknown) => {
@@ -158,6 +161,12 @@ async function main(): Promise<void> {
       micro = await runMicro(options.rounds, ctx.qemu?.qmp);
       log(`micro: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     }
+    if (wantTypecheck) {
+      const t0 = performance.now();
+      log("typecheck: running…");
+      typecheck = runTypecheck(options.rounds);
+      log(`typecheck: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
   } finally {
     await fake?.stop();
     await qemu?.stop();
@@ -177,6 +186,7 @@ async function main(): Promise<void> {
     },
     rows,
     micro,
+    typecheck,
   };
   console.log(textReport(report));
   const markdown = markdownReport(report);

@@ -1,6 +1,7 @@
 // The generator: a TypeScript module of declarations from a `query-qmp-schema` reply.
 
 import {
+  OPEN_ARGUMENTS,
   type SchemaEntry,
   type SchemaEntryOf,
   type SchemaFeatures,
@@ -75,6 +76,9 @@ export function generateQAPIModule(entries: unknown, source: SchemaSource): stri
   const schema = new Schema(entries);
   const empty = (type: string): boolean => schema.isEmptyObject(type);
   const names = nameTypes(schema, empty, RESERVED);
+  /** Argument types of commands that take more than introspection lists. */
+  const open = new Set<string>();
+  for (const c of schema.commands) if (OPEN_ARGUMENTS.has(c.name)) open.add(c["arg-type"]);
 
   /** The TypeScript for a use of `type`. */
   const ref = (type: string): string => {
@@ -99,7 +103,7 @@ export function generateQAPIModule(entries: unknown, source: SchemaSource): stri
 
   const declarations: [string, string][] = [];
   for (const [type, name] of names) {
-    declarations.push([name, declaration(schema.type(type), name, ref, schema)]);
+    declarations.push([name, declaration(schema.type(type), name, ref, schema, open.has(type))]);
   }
   declarations.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 
@@ -143,6 +147,7 @@ function declaration(
   name: string,
   ref: (type: string) => string,
   schema: Schema,
+  open: boolean,
 ): string {
   switch (entry["meta-type"]) {
     case "enum":
@@ -152,7 +157,7 @@ function declaration(
       return `${doc("", entry.features)}export type ${name} = ${members.join(" | ")};\n`;
     }
     case "object":
-      return objectDeclaration(entry, name, ref, schema);
+      return objectDeclaration(entry, name, ref, schema, open);
     case "builtin":
     case "array":
     case "command":
@@ -193,11 +198,16 @@ function objectDeclaration(
   name: string,
   ref: (type: string) => string,
   schema: Schema,
+  open: boolean,
 ): string {
   const head = doc("", entry.features);
   const variants = entry.variants ?? [];
   if (entry.tag === undefined || variants.length === 0) {
-    return `${head}export interface ${name} {\n${members(entry.members, ref)}}\n`;
+    // Arguments QEMU reads beyond the schema (device_add's device properties).
+    const rest = open
+      ? "  /** More members, as the command takes them. */\n  [member: string]: unknown;\n"
+      : "";
+    return `${head}export interface ${name} {\n${members(entry.members, ref)}${rest}}\n`;
   }
   // A flat union: the common members with the tag, then one branch per tag value.
   const tag = entry.tag;

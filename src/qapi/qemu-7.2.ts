@@ -1628,6 +1628,8 @@ export interface DeviceAddArgs {
   driver: string;
   bus?: string;
   id?: string;
+  /** More members, as the command takes them. */
+  [member: string]: unknown;
 }
 
 export interface DeviceDelArgs {

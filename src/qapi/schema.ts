@@ -71,6 +71,14 @@ export type SchemaEntryOf<M extends SchemaEntry["meta-type"]> = Extract<
   { "meta-type": M }
 >;
 
+/**
+ * Commands whose arguments go beyond what introspection lists: QEMU
+ * declares them with `gen: false` and reads the rest itself, and
+ * introspection cannot say so. `device_add` takes the device's properties
+ * (`drive`, `netdev`, `addr`, …) beside `driver`, `bus` and `id`.
+ */
+export const OPEN_ARGUMENTS: ReadonlySet<string> = new Set(["device_add"]);
+
 const META_TYPES = new Set(["builtin", "enum", "array", "object", "alternate", "command", "event"]);
 
 /** The values of an enum entry (from `members`, or `values` before QEMU 6.2). */

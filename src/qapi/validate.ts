@@ -1,6 +1,7 @@
 // Checking a command's arguments against a live schema, before anything is sent (`validate: true`).
 
 import {
+  OPEN_ARGUMENTS,
   type Schema,
   type SchemaEntry,
   type SchemaEntryOf,
@@ -53,7 +54,7 @@ export function validateArguments(
     return report;
   }
   if (isDeprecated(entry.features)) report.deprecated.push("");
-  new Checker(schema, report).check(args ?? {}, entry["arg-type"], "");
+  new Checker(schema, report, OPEN_ARGUMENTS.has(command)).check(args ?? {}, entry["arg-type"], "");
   return report;
 }
 
@@ -61,6 +62,8 @@ class Checker {
   constructor(
     private readonly schema: Schema,
     private readonly report: ValidationReport,
+    /** The command takes members beyond its schema at the top (device_add). */
+    private readonly open = false,
   ) {}
 
   #problem(path: string, message: string): void {
@@ -142,6 +145,7 @@ class Checker {
       if (isDeprecated(m.features)) this.report.deprecated.push(at);
       this.check(record[m.name], m.type, at);
     }
+    if (this.open && path === "") return;
     for (const key of Object.keys(record)) {
       if (!known.has(key) && record[key] !== undefined) {
         this.#problem(join(path, key), "unknown member");

@@ -78,7 +78,16 @@ void test(
       ),
       ["file.filename: expected string, got integer", "file.no-such: unknown member"],
     );
+    // device_add takes the device's properties beyond its schema; its own members still count.
+    assert.deepEqual(await refused(client.execute("device_add", { id: "x", drive: "n0" })), [
+      "driver: missing",
+    ]);
     assert.equal(sent.length, before, "nothing was sent for a refused call");
+    await assert.rejects(
+      client.execute("device_add", { driver: "virtio-blk-pci", id: "vd0", drive: "n0" }),
+      { name: "ExecuteError" }, // sent: QEMU itself refuses (no PCI bus on -machine none)
+    );
+    assert.equal(sent.at(-1)?.["execute"], "device_add");
 
     // Valid calls go through, and QEMU agrees.
     assert.deepEqual(

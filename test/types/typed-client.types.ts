@@ -87,6 +87,11 @@ export async function commands(qmp: QMPClient<QAPI>): Promise<void> {
   const args: CommandArgs<QAPI, "blockdev-add"> = { driver: "null-co", "node-name": "n" };
   await qmp.execute("blockdev-add", args);
 
+  // device_add takes the device's own properties beside its schema's members.
+  await qmp.execute("device_add", { driver: "virtio-blk-pci", id: "vd0", drive: "disk0" });
+  // @ts-expect-error but its driver is still required
+  await qmp.execute("device_add", { id: "vd0", drive: "disk0" });
+
   // A nested path: transaction actions.
   await qmp.execute("transaction", {
     actions: [{ type: "block-dirty-bitmap-add", data: { node: "disk0", name: "bm0" } }],
