@@ -90,10 +90,12 @@ export class EventListener<E extends NamedEvent = QMPEvent>
   readonly #historySize: number;
   readonly #throwOnEnd: boolean;
   /** Events not consumed yet. */
-  readonly #queue = new Fifo<E>();
-  #history: E[] = [];
+  // The queue, the history and the waiters are made when first needed:
+  // most listeners of most clients never hold an event.
+  #queue: Fifo<E> | undefined;
+  #history: E[] | undefined;
   #historyHead = 0;
-  #waiters: Waiter<E>[] = [];
+  #waiters: Waiter<E>[] | undefined;
   #dropped = 0;
   #overflowed = false;
   #ended: unknown = undefined;
@@ -125,12 +127,12 @@ export class EventListener<E extends NamedEvent = QMPEvent>
 
   /** Number of events waiting to be consumed. */
   get pending(): number {
-    return this.#queue.length;
+    return this.#queue?.length ?? 0;
   }
 
   /** The last `historySize` events taken, oldest first (consumed or not). */
   get history(): E[] {
-    const h = this.#history;
+    const h = this.#history ?? [];
     return [...h.slice(this.#historyHead), ...h.slice(0, this.#historyHead)];
   }
 
@@ -147,7 +149,7 @@ export class EventListener<E extends NamedEvent = QMPEvent>
 
   /** Remove and return every waiting event; an overflow not yet reported by `get()` is forgotten. */
   clear(): E[] {
-    const events = this.#queue.takeAll();
+    const events = this.#queue?.takeAll() ?? [];
     // What overflowed is gone with the rest: the next get() has nothing to report.
     this.#overflowed = false;
     return events;
@@ -198,14 +200,14 @@ export class EventListener<E extends NamedEvent = QMPEvent>
         new ListenerError(`Event listener overflowed: ${this.#dropped} event(s) dropped so far`),
       );
     }
-    const queued = this.#queue.shift();
+    const queued = this.#queue?.shift();
     if (queued !== undefined) return Promise.resolve(queued);
     if (this.#isEnded) return Promise.resolve(END);
     const { signal, timeout } = options;
     let waiter!: Waiter<E>;
     const promise = new Promise<E | typeof END>((resolve) => {
       waiter = resolve;
-      this.#waiters.push(waiter);
+      (this.#waiters ??= []).push(waiter);
     });
     if (signal === undefined && timeout === undefined) return promise;
     const names = this.names;
@@ -213,41 +215,44 @@ export class EventListener<E extends NamedEvent = QMPEvent>
       names === undefined ? "waiting for an event" : `waiting for ${[...names].join(" or ")}`;
     const d = deadline(options, what);
     return raceSignal(promise, d.signal, () => {
-      const i = this.#waiters.indexOf(waiter);
-      if (i !== -1) this.#waiters.splice(i, 1);
+      const i = this.#waiters?.indexOf(waiter) ?? -1;
+      if (i !== -1) this.#waiters!.splice(i, 1);
     }).finally(d.dispose);
   }
 
   /** @internal A new event for this listener (already checked with {@link accepts}). */
   [kPush](event: E): void {
     if (this.#historySize > 0) {
-      if (this.#history.length < this.#historySize) this.#history.push(event);
+      const history = (this.#history ??= []);
+      if (history.length < this.#historySize) history.push(event);
       else {
-        this.#history[this.#historyHead] = event;
+        history[this.#historyHead] = event;
         this.#historyHead = (this.#historyHead + 1) % this.#historySize;
       }
     }
-    const waiter = this.#waiters.shift();
+    const waiter = this.#waiters?.shift();
     if (waiter !== undefined) {
       waiter(event);
       return;
     }
     if (this.pending >= this.maxPending) {
       this.#dropped++;
-      if (this.overflow === "drop-oldest") this.#queue.shift();
+      if (this.overflow === "drop-oldest") this.#queue?.shift();
       else {
         if (this.overflow === "error") this.#overflowed = true;
         return;
       }
     }
-    this.#queue.push(event);
+    (this.#queue ??= new Fifo<E>()).push(event);
   }
 
   /** @internal The session ended: wake every waiter. */
   [kSessionEnded](cause: unknown): void {
     this.#isEnded = true;
     this.#ended = cause;
-    for (const waiter of this.#waiters.splice(0)) waiter(END);
+    const waiters = this.#waiters;
+    this.#waiters = undefined;
+    if (waiters !== undefined) for (const waiter of waiters) waiter(END);
   }
 
   /** @internal A session started: waiting makes sense again. */

@@ -496,7 +496,16 @@ export abstract class Protocol<TMessage extends object>
     attempt.phase = SESSION_FAILED;
     attempt.transportFailure = tlsSessionFailure(stream);
     const session = this.#attach(stream);
-    await raceSignal(this.establishSession(attempt), attempt);
+    attempt.throwIfAborted();
+    // An abort (timeout, the caller's signal) ends the session, which makes
+    // establishSession() settle: one listener, no race of promises.
+    const stop = (): void => session.destroy();
+    attempt.addEventListener("abort", stop);
+    try {
+      await this.establishSession(attempt);
+    } finally {
+      attempt.removeEventListener("abort", stop);
+    }
     // Whatever came between the session being set up and now (a
     // disconnect(), the peer leaving) wins over RUNNING.
     attempt.throwIfAborted();

@@ -410,8 +410,8 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
     this.#greeting = undefined;
     this.#calls.startSession(false);
     if (this.#awaitGreeting) {
+      // Awaited at once, so a rejection (the session ended) is always handled.
       this.#greetingWaiter = deferred<Greeting>();
-      this.#greetingWaiter.promise.catch(() => {});
       this.#greeting = await this.#greetingWaiter.promise;
       stall = this.stream instanceof TLSSocket ? tlsStallWarning(this.#greeting) : undefined;
       if (stall !== undefined) this.logger.warn(`${this.#tag}${stall}`);
