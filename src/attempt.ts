@@ -118,12 +118,11 @@ export class Attempt implements Abortable {
    * is; a ConnectError for a cancellation and for everything else.
    */
   errorFor(err: unknown, fired: { reason: unknown } | undefined): unknown {
-    if (fired !== undefined) {
-      const reason = fired.reason;
-      return reason instanceof ConnectCancelledError
-        ? new ConnectError(this.phase, reason)
-        : reason;
-    }
+    const reason = fired?.reason;
+    if (reason instanceof ConnectCancelledError) return new ConnectError(this.phase, reason);
+    // A subclass's own connect error (a guest agent's SyncError) says it all.
+    if (err instanceof ConnectError) return err;
+    if (fired !== undefined) return reason;
     // A TLS failure that shows only once the session starts is still the transport's.
     const tlsError = this.transportFailure?.(err);
     if (tlsError !== undefined) return new ConnectError(CONNECTION_FAILED, tlsError);

@@ -61,7 +61,7 @@ export class QMPError extends Error {
  */
 export class ConnectError extends QMPError {
   override readonly name: string = "ConnectError";
-  override readonly code = "QMP_ERR_CONNECT" as const;
+  override readonly code: "QMP_ERR_CONNECT" | "QMP_ERR_SYNC" = "QMP_ERR_CONNECT";
   /** The phase message without the cause appended. */
   readonly errorMessage: string;
 
@@ -69,6 +69,17 @@ export class ConnectError extends QMPError {
     super(`${errorMessage}: ${describe(cause)}`, { cause });
     this.errorMessage = errorMessage;
   }
+}
+
+/**
+ * `QGAClient.connect()`: the guest agent did not answer the resync
+ * (`guest-sync-delimited` after the byte 0xFF) with our id, or not in time
+ * (`cause`: the `TimeoutError`). A {@link ConnectError}, "Failed to
+ * establish session".
+ */
+export class SyncError extends ConnectError {
+  override readonly name: string = "SyncError";
+  override readonly code = "QMP_ERR_SYNC" as const;
 }
 
 /** A method was called in a runstate that does not allow it. */

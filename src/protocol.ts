@@ -4,8 +4,8 @@
 // wire order (`handleMessage`), establishes its session (`establishSession`)
 // and hears when the session ends (`sessionEnded`).
 
-import { EventEmitter } from "node:events";
 import { Attempt, SESSION_FAILED } from "./attempt.js";
+import { ProtocolHooks } from "./protocol-hooks.js";
 import type { Duplex } from "node:stream";
 import { inspect } from "node:util";
 import {
@@ -21,7 +21,6 @@ import {
   type AcceptOptions,
   type ConnectOptions,
   DEFAULT_MAX_QUEUED_MESSAGES,
-  type ProtocolEvents,
   type ProtocolOptions,
   type StartServerOptions,
   checkAddress,
@@ -66,7 +65,7 @@ import { type OutboundRequest, plainRequest } from "./writer.js";
  * accept and teardown. Generic over the message type it sends.
  */
 export abstract class Protocol<TMessage extends object>
-  extends EventEmitter<ProtocolEvents>
+  extends ProtocolHooks<TMessage>
   implements SessionHooks<TMessage>
 {
   /** The name given in the options, if any. */
@@ -342,40 +341,12 @@ export abstract class Protocol<TMessage extends object>
   // ------------------------------------------------------- for subclasses
 
   /**
-   * Do what the session needs before `RUNNING` (greeting, negotiation),
-   * within `attempt` (its `signal` is a real `AbortSignal` for the rare wait
-   * that needs one; the attempt itself serves `raceSignal`).
-   * Inbound messages already flow to {@link handleMessage}. Throwing fails
-   * the connect with "Failed to establish session". It must settle once the
-   * session ends ({@link sessionEnded} comes first: fail there what it
-   * waits for); the engine adds no race of its own, to keep a connect cheap.
+   * Skip all input up to the next `byte`, including what is held of an
+   * unfinished message, and read afresh after it (a guest agent's 0xFF
+   * delimiter). From then on input is read a line at a time.
    */
-  protected abstract establishSession(attempt: Attempt): Promise<void>;
-
-  /** One inbound message, in wire order. Throwing ends the session with that error. */
-  protected abstract handleMessage(message: Record<string, unknown>): void;
-
-  /** An inbound message larger than `maxMessageSize` was skipped. */
-  protected abstract handleOversize(size: number, limit: number, id: unknown): void;
-
-  /**
-   * The session is over (called once per session, after the runstate left
-   * `RUNNING`). `cause` is the error that ended it, or undefined for a
-   * clean end; `reason` is what to fail waiting calls with.
-   */
-  protected abstract sessionEnded(cause: unknown, reason: Error): void;
-
-  /**
-   * Whether the peer is expected to go away now (e.g. after `quit`), so that
-   * a connection reset is a normal end of session, not an error.
-   */
-  protected peerMayVanish(): boolean {
-    return false;
-  }
-
-  /** The message as a string for the wire. */
-  protected serialize(message: TMessage): string {
-    return JSON.stringify(message);
+  protected discardInputUntil(byte: number): void {
+    this.#session?.discardInputUntil(byte);
   }
 
   /**
@@ -593,7 +564,7 @@ export abstract class Protocol<TMessage extends object>
         // One deadline for the whole graceful part (Infinity: none); destroy() cuts it.
         const d = deadline({ timeout: this.#disconnectTimeout }, "disconnect()", stop.signal);
         try {
-          await session.close(d.signal);
+          await session.close(d.signal, this.drainOnClose);
         } finally {
           d.dispose();
           this.#stopFlush = undefined;

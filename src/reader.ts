@@ -4,6 +4,8 @@ import type { Duplex } from "node:stream";
 import { TransportError } from "./errors.js";
 import { type Frame, JsonObjectScanner } from "./framing.js";
 
+const NEWLINE = 0x0a;
+
 /** What a {@link MessageReader} reports to its session. */
 export interface ReaderSink {
   /** One inbound frame (a message, or a skipped oversized one), in wire order. */
@@ -24,12 +26,18 @@ export interface ReaderSink {
 export class MessageReader {
   readonly #stream: Duplex;
   readonly #sink: ReaderSink;
-  readonly #scanner: JsonObjectScanner;
+  #scanner: JsonObjectScanner;
+  readonly #maxMessageSize: number;
+  /** A byte to skip all input up to (and including), then read afresh; -1: none. */
+  #discardUntil = -1;
+  /** Read a line at a time (guest-agent mode, see {@link discardUntil}). */
+  #byLine = false;
   #stopped = false;
 
   constructor(stream: Duplex, maxMessageSize: number, sink: ReaderSink) {
     this.#stream = stream;
     this.#sink = sink;
+    this.#maxMessageSize = maxMessageSize;
     this.#scanner = new JsonObjectScanner({ maxMessageSize });
     stream.on("data", this.#onData);
     stream.on("end", this.#onEnd);
@@ -63,19 +71,53 @@ export class MessageReader {
     if (!this.#stopped) this.#sink.frame(frame);
   };
 
+  /**
+   * Skip all input up to the next `byte` (0xFF: a guest agent's delimiter),
+   * including what is held of an unfinished message, and read what follows
+   * it afresh.
+   */
+  discardUntil(byte: number): void {
+    this.#discardUntil = byte;
+    this.#byLine = true;
+  }
+
   readonly #onData = (chunk: Buffer): void => {
     try {
-      this.#scanner.push(chunk, this.#emit);
+      if (this.#byLine) this.#pushByLine(chunk);
+      else this.#scanner.push(chunk, this.#emit);
     } catch (err) {
       this.#finish(err);
     }
   };
 
+  /**
+   * Guest-agent mode (once {@link discardUntil} was used): a line at a time,
+   * so that a discard asked for while one line is read holds for the next.
+   */
+  #pushByLine(chunk: Buffer): void {
+    let start = 0;
+    while (start < chunk.length && !this.#stopped) {
+      const nl = chunk.indexOf(NEWLINE, start);
+      const end = nl === -1 ? chunk.length : nl + 1;
+      let piece = chunk.subarray(start, end);
+      start = end;
+      if (this.#discardUntil !== -1) {
+        const at = piece.indexOf(this.#discardUntil);
+        if (at === -1) continue;
+        this.#discardUntil = -1;
+        this.#scanner = new JsonObjectScanner({ maxMessageSize: this.#maxMessageSize });
+        piece = piece.subarray(at + 1);
+      }
+      this.#scanner.push(piece, this.#emit);
+    }
+  }
+
   /** End of stream, or a close without one: clean only at a message boundary. */
   readonly #onEnd = (): void => {
     let error: unknown;
     try {
-      this.#scanner.end(this.#emit);
+      // Input being skipped is no unfinished message.
+      if (this.#discardUntil === -1) this.#scanner.end(this.#emit);
     } catch (err) {
       error = err;
     }

@@ -120,14 +120,23 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
   /**
    * End the session from our side, gracefully: stop reading, fail what
    * waits for replies, write out what is queued and half-close, all within
-   * `signal` (then the rest is dropped). The stream is destroyed after.
+   * `signal` (then the rest is dropped). With `drain`, then wait for the
+   * peer to close its side, reading (and dropping) what it still sends: a
+   * peer that cannot bear a reset with unread data (qemu-ga exits) sees a
+   * clean close. The stream is destroyed after.
    */
-  async close(signal: AbortSignal): Promise<void> {
+  async close(signal: AbortSignal, drain = false): Promise<void> {
     if (this.#open) {
       this.#finish(undefined, new SessionEndedError("The session was closed by disconnect()"));
       await this.writer.flush(signal);
+      if (drain) await peerClosed(this.stream, signal);
     }
     this.destroy();
+  }
+
+  /** Skip all input up to the next `byte` and read afresh after it (see `MessageReader`). */
+  discardInputUntil(byte: number): void {
+    this.#reader.discardUntil(byte);
   }
 
   /** Tear down at once: nothing more is written or read. */
@@ -149,4 +158,23 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
 function isConnectionLoss(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return code === "ECONNRESET" || code === "EPIPE" || code === "ECONNABORTED";
+}
+
+/** Resolves when the peer has closed its side of `stream` (or `signal` aborts): what it sends is dropped. */
+function peerClosed(stream: Duplex, signal: AbortSignal): Promise<void> {
+  if (stream.destroyed || stream.readableEnded || signal.aborted) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      stream.off("end", done);
+      stream.off("close", done);
+      stream.off("data", drop);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const drop = (): void => {};
+    stream.on("end", done);
+    stream.on("close", done);
+    stream.on("data", drop);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
