@@ -8,6 +8,14 @@ export {
   type ExecuteAndWaitOptions,
   type WaitEventOptions,
 } from "./qmp-client.js";
+export {
+  QGAClient,
+  parseWithBigInts,
+  type QGAClientOptions,
+  type QGAExecuteOptions,
+  type GuestExecOptions,
+  type GuestExecResult,
+} from "./qga-client.js";
 export { Protocol } from "./protocol.js";
 export {
   DEFAULT_MAX_QUEUED_MESSAGES,
@@ -67,6 +75,7 @@ export {
   QueueFullError,
   ConnectCancelledError,
   ValidationError,
+  SyncError,
   type ValidationProblem,
   type ProcessExit,
   type TransportErrorCode,

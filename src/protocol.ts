@@ -350,6 +350,14 @@ export abstract class Protocol<TMessage extends object>
   }
 
   /**
+   * Once {@link discardInputUntil} was used, while {@link handleMessage}
+   * runs: the text of the line the message came from.
+   */
+  protected get inboundLine(): string {
+    return this.#session?.line ?? "";
+  }
+
+  /**
    * @throws {SessionEndedError} when there is no session to send on.
    * @throws {QueueFullError} when `maxQueuedMessages` messages wait already.
    */

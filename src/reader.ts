@@ -32,6 +32,8 @@ export class MessageReader {
   #discardUntil = -1;
   /** Read a line at a time (guest-agent mode, see {@link discardUntil}). */
   #byLine = false;
+  /** In that mode, the bytes of the line being read. */
+  #lineParts: Buffer[] = [];
   #stopped = false;
 
   constructor(stream: Duplex, maxMessageSize: number, sink: ReaderSink) {
@@ -65,6 +67,15 @@ export class MessageReader {
     stream.off("close", this.#onEnd);
     stream.off("error", this.#onError);
     stream.on("error", ignore);
+  }
+
+  /**
+   * In guest-agent mode, the text of the line being read: while a frame is
+   * handed over, the line it came from (for a parse of its own, e.g. with
+   * exact big integers).
+   */
+  get line(): string {
+    return Buffer.concat(this.#lineParts).toString("utf8");
   }
 
   readonly #emit = (frame: Frame): void => {
@@ -106,9 +117,12 @@ export class MessageReader {
         if (at === -1) continue;
         this.#discardUntil = -1;
         this.#scanner = new JsonObjectScanner({ maxMessageSize: this.#maxMessageSize });
+        this.#lineParts = [];
         piece = piece.subarray(at + 1);
       }
+      this.#lineParts.push(piece);
       this.#scanner.push(piece, this.#emit);
+      if (nl !== -1) this.#lineParts = [];
     }
   }
 

@@ -134,6 +134,11 @@ export class Session<T> implements ReaderSink, WriterSink<T> {
     this.destroy();
   }
 
+  /** In guest-agent mode, the text of the line the frame being handled came from. */
+  get line(): string {
+    return this.#reader.line;
+  }
+
   /** Skip all input up to the next `byte` and read afresh after it (see `MessageReader`). */
   discardInputUntil(byte: number): void {
     this.#reader.discardUntil(byte);

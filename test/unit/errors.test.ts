@@ -9,6 +9,7 @@ import {
   BadReplyError,
   ConnectCancelledError,
   ValidationError,
+  SyncError,
   QueueFullError,
   TransportError,
   ConnectError,
@@ -159,6 +160,12 @@ const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol:
     cls: ConnectCancelledError,
     make: () => new ConnectCancelledError("m"),
     code: "QMP_ERR_CONNECT_CANCELLED",
+    protocol: false,
+  },
+  {
+    cls: SyncError,
+    make: () => new SyncError("Failed to establish session", new Error("x")),
+    code: "QMP_ERR_SYNC",
     protocol: false,
   },
   {

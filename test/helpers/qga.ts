@@ -1,0 +1,103 @@
+// Starting a real qemu-ga on the host for tests, locked down to harmless commands.
+//
+// THE RULE: qemu-ga runs here on the test machine itself, as whoever runs
+// the tests (root in CI). It is started with an allow-list of commands that
+// only ping, describe the system, read the clock, run a process the test
+// names, and open files; nothing that shuts down, suspends, freezes file
+// systems, changes users or passwords, sets the clock or changes devices
+// can run. The tests open and write files only inside their own temp dir.
+// Keep both true when you add a test.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, watch } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+
+/** The only commands the test qemu-ga runs (`--allow-rpcs`). */
+export const ALLOWED_RPCS = [
+  "guest-sync-delimited",
+  "guest-sync",
+  "guest-ping",
+  "guest-info",
+  "guest-get-osinfo",
+  "guest-get-time",
+  "guest-file-open",
+  "guest-file-read",
+  "guest-file-write",
+  "guest-file-close",
+  "guest-exec",
+  "guest-exec-status",
+];
+
+/** The qemu-ga under test: `QMP_TEST_QGA`, else Debian's. */
+export function qgaBinary(): string {
+  return process.env["QMP_TEST_QGA"] ?? "/usr/sbin/qemu-ga";
+}
+
+/** A running test qemu-ga. */
+export interface TestQga {
+  process: ChildProcess;
+  /** Its UNIX socket. */
+  socketPath: string;
+  /** A private directory (state, socket, the tests' files), removed at cleanup. */
+  dir: string;
+  /** Whether it still runs. */
+  alive(): boolean;
+  /** Everything it logged. */
+  log(): string;
+}
+
+/** Start qemu-ga on a UNIX socket in a fresh temp dir; resolves once the socket exists. */
+export async function startQga(t: TestContext): Promise<TestQga> {
+  const dir = mkdtempSync(join(tmpdir(), "qmp-qga-"));
+  const socketPath = join(dir, "qga.sock");
+  const appeared = new Promise<void>((resolve) => {
+    const watcher = watch(dir, () => {
+      if (existsSync(socketPath)) {
+        watcher.close();
+        resolve();
+      }
+    });
+    t.after(() => watcher.close());
+  });
+  const args = [
+    "-m",
+    "unix-listen",
+    "-p",
+    socketPath,
+    "-t",
+    dir,
+    "-f",
+    join(dir, "qga.pid"),
+    `--allow-rpcs=${ALLOWED_RPCS.join(",")}`,
+  ];
+  const child = spawn(qgaBinary(), args, { stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  child.stderr.setEncoding("utf8").on("data", (s: string) => (log += s));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGCONT");
+      child.kill("SIGKILL");
+    }
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await Promise.race([
+    appeared,
+    exited.then(() => {
+      throw new Error(`qemu-ga exited at start: ${log}`);
+    }),
+    new Promise<never>((_, reject) => {
+      child.once("error", reject);
+    }),
+  ]);
+  return {
+    process: child,
+    socketPath,
+    dir,
+    alive: () => child.exitCode === null && child.signalCode === null,
+    log: () => log,
+  };
+}
