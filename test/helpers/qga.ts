@@ -12,6 +12,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, watch } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import net from "node:net";
 import type { TestContext } from "node:test";
 
 /** The only commands the test qemu-ga runs (`--allow-rpcs`). */
@@ -48,7 +49,7 @@ export interface TestQga {
   log(): string;
 }
 
-/** Start qemu-ga on a UNIX socket in a fresh temp dir; resolves once the socket exists. */
+/** Start qemu-ga on a UNIX socket in a fresh temp dir; resolves once it accepts connections. */
 export async function startQga(t: TestContext): Promise<TestQga> {
   const dir = mkdtempSync(join(tmpdir(), "qmp-qga-"));
   const socketPath = join(dir, "qga.sock");
@@ -93,6 +94,23 @@ export async function startQga(t: TestContext): Promise<TestQga> {
       child.once("error", reject);
     }),
   ]);
+  // The socket is there once bound, a moment before qemu-ga listens on it:
+  // ready is when a connection goes through (closed at once, nothing sent).
+  for (let attempt = 0; ; attempt++) {
+    const refused = await new Promise<boolean>((resolve, reject) => {
+      const probe = net.connect(socketPath);
+      probe.once("connect", () => {
+        probe.destroy();
+        resolve(false);
+      });
+      probe.once("error", (err: NodeJS.ErrnoException) => {
+        if (err.code === "ECONNREFUSED" && attempt < 1000) resolve(true);
+        else reject(err);
+      });
+    });
+    if (!refused) break;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
   return {
     process: child,
     socketPath,
