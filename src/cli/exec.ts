@@ -1,7 +1,7 @@
 // `qmp exec`: run one command, print its `return` value as JSON, exit with a status for scripts.
 
 import { parseArgs } from "node:util";
-import { ExecuteError, QMPClient, type CommandMessage } from "../index.js";
+import { ExecuteError, QGAClient, QMPClient, type CommandMessage } from "../index.js";
 import {
   type CliIO,
   ExitStatus,
@@ -22,8 +22,11 @@ import { ShellSyntaxError, TransactionBuilder, parseLine, parseTokens } from "./
 
 /** `qmp exec --help`. */
 export const EXEC_HELP = `Usage: qmp exec [options] [ADDRESS] COMMAND [key=value ...]
+       qmp exec [options] --ga ADDRESS COMMAND [key=value ...]
 
-Run one QMP command and print its "return" value as JSON on stdout.
+Run one QMP command and print its "return" value as JSON on stdout. With
+--ga, run a guest agent command (qemu-ga: guest-ping, guest-info, ...)
+instead; integers beyond 2^53 are printed exactly.
 
 The arguments use the qmp-shell syntax: integers, true/false, JSON objects
 and arrays, else strings; quoted values are always strings; dotted keys nest
@@ -36,6 +39,7 @@ out, QMP_SOCKET gives it; the first word is then taken as ADDRESS only if it
 holds a "/" or a ":".
 
 Options:
+  -g, --ga ADDRESS  talk to the guest agent (qemu-ga) at ADDRESS
   -t, --timeout S   give up after S seconds (connecting included)
   -p, --pretty      indent the JSON output
   -v, --verbose     echo the message sent, as JSON, on stderr
@@ -43,7 +47,7 @@ Options:
 
 Exit status:
   0  success
-  1  QEMU answered with an error ("Class: description" on stderr)
+  1  QEMU (or the agent) answered with an error ("Class: description" on stderr)
   2  usage error, connection error or timeout
 `;
 
@@ -53,7 +57,12 @@ Exit status:
  * @returns the exit status; never throws for a usage, connection or QEMU error.
  */
 export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
-  let options: { timeout: number | undefined; pretty: boolean; verbose: boolean };
+  let options: {
+    timeout: number | undefined;
+    pretty: boolean;
+    verbose: boolean;
+    ga: string | undefined;
+  };
   let words: string[];
   try {
     const parsed = parseArgs({
@@ -61,6 +70,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
       allowPositionals: true,
       strict: true,
       options: {
+        ga: { type: "string", short: "g" },
         timeout: { type: "string", short: "t" },
         pretty: { type: "boolean", short: "p", default: false },
         verbose: { type: "boolean", short: "v", default: false },
@@ -75,16 +85,17 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
       timeout: parseSeconds("--timeout", parsed.values.timeout),
       pretty: parsed.values.pretty,
       verbose: parsed.values.verbose,
+      ga: parsed.values.ga,
     };
     words = parsed.positionals;
   } catch (err) {
     return usage(io, "exec", optionError(err));
   }
 
-  let addressText: string | undefined;
+  let addressText: string | undefined = options.ga;
   const first = words[0];
-  const envSet = (io.env["QMP_SOCKET"] ?? "") !== "";
-  if (first !== undefined && (!envSet || looksLikeAddress(first))) {
+  const envSet = options.ga !== undefined || (io.env["QMP_SOCKET"] ?? "") !== "";
+  if (options.ga === undefined && first !== undefined && (!envSet || looksLikeAddress(first))) {
     addressText = first;
     words = words.slice(1);
   }
@@ -112,13 +123,16 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
   const seconds = options.timeout === undefined ? "" : `${options.timeout / 1000} s`;
   const limit = deadline(options.timeout);
   const signal = limit.signal;
-  const client = new QMPClient({ name: "qmp exec" });
+  const ga = options.ga !== undefined;
+  const client = ga ? new QGAClient({ name: "qmp exec" }) : new QMPClient({ name: "qmp exec" });
   try {
-    const hint = greetingHint(io, "exec", address.text);
+    // A guest agent sends no greeting: nothing to hint about while waiting for one.
+    const hint = ga ? () => {} : greetingHint(io, "exec", address.text);
     try {
       await client.connect(address.address, { signal });
     } catch (err) {
-      const why = isTimeout(err) ? `no QMP session within ${seconds}` : connectFailure(err);
+      const session = ga ? "guest agent session" : "QMP session";
+      const why = isTimeout(err) ? `no ${session} within ${seconds}` : connectFailure(err);
       writeLine(io.stderr, `qmp exec: cannot connect to ${address.text}: ${why}`);
       return ExitStatus.USAGE;
     } finally {
@@ -128,7 +142,10 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     const name = String(message.execute ?? message["exec-oob"]);
     let result: unknown;
     try {
-      result = await client.executeMsg(message, { signal });
+      result =
+        client instanceof QGAClient && message.id === undefined
+          ? await client.execute(name, message.arguments, { signal, bigint: true })
+          : await client.executeMsg(message, { signal });
     } catch (err) {
       if (err instanceof ExecuteError) {
         writeLine(io.stderr, `${err.errorClass}: ${err.desc}`);
@@ -138,7 +155,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
       writeLine(io.stderr, `qmp exec: ${name}: ${why}`);
       return ExitStatus.USAGE;
     }
-    writeLine(io.stdout, JSON.stringify(result, null, options.pretty ? 2 : undefined));
+    writeLine(io.stdout, toJson(result, options.pretty));
     await client.disconnect().catch(() => {});
     return ExitStatus.OK;
   } finally {
@@ -186,4 +203,15 @@ function buildMessage(words: string[]): CommandMessage {
     throw new UsageError('the transaction is not closed: end it with ")"');
   }
   return result.message;
+}
+
+/** `value` as JSON text; a `bigint` (a guest agent's exact integer) as its digits. */
+function toJson(value: unknown, pretty: boolean): string {
+  const mark = "\u0000";
+  const text = JSON.stringify(
+    value,
+    (_key, v: unknown) => (typeof v === "bigint" ? `${mark}${v}${mark}` : v),
+    pretty ? 2 : undefined,
+  );
+  return text.replace(/"\\u0000(-?\d+)\\u0000"/g, "$1");
 }

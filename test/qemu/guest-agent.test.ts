@@ -16,6 +16,7 @@ import {
   QGAClient,
   Runstate,
 } from "../../src/index.js";
+import { qmp } from "../helpers/cli.js";
 import { startQga } from "../helpers/qga.js";
 
 const T = { timeout: 30_000 };
@@ -182,3 +183,34 @@ void test("qemu-ga: connecting where nothing listens fails at once", T, async (t
   assert.ok(performance.now() - started < 2000);
   assert.equal(ga.runstate, Runstate.IDLE);
 });
+
+void test(
+  "qmp exec --ga: a command's return as JSON, exact big integers, an error's class",
+  T,
+  async (t) => {
+    const qga = await startQga(t);
+    const ping = await qmp(t, ["exec", "--ga", qga.socketPath, "guest-ping"]);
+    assert.deepEqual([ping.code, ping.stdout, ping.stderr], [0, "{}\n", ""]);
+    const time = await qmp(t, ["exec", "--ga", qga.socketPath, "guest-get-time"]);
+    assert.equal(time.code, 0);
+    assert.match(time.stdout, /^\d{19}\n$/, "nanoseconds, every digit");
+    const exec = await qmp(t, [
+      "exec",
+      "-g",
+      qga.socketPath,
+      "guest-exec",
+      "path=/bin/echo",
+      'arg=["hi"]',
+      "capture-output=true",
+    ]);
+    assert.equal(exec.code, 0, exec.stderr);
+    assert.ok(Number.isInteger((JSON.parse(exec.stdout) as { pid: unknown }).pid));
+    const blocked = await qmp(t, ["exec", "--ga", qga.socketPath, "guest-get-users"]);
+    assert.equal(blocked.code, 1);
+    assert.match(blocked.stderr, /^CommandNotFound: Command guest-get-users has been disabled/);
+    const nobody = await qmp(t, ["exec", "--ga", join(qga.dir, "nobody.sock"), "guest-ping"]);
+    assert.equal(nobody.code, 2);
+    assert.match(nobody.stderr, /^qmp exec: cannot connect to /);
+    assert.ok(qga.alive(), qga.log());
+  },
+);
