@@ -35,9 +35,12 @@ const SHELL_OPTIONS = `  -H, --hmp               HMP mode: lines are human monit
 
 /** `qmp shell --help`. */
 export const SHELL_HELP = `Usage: qmp shell [options] [ADDRESS]
+       qmp shell [options] --ga ADDRESS
 
 An interactive QMP shell: qmp-shell syntax, Tab completion from the
-schema, history, and events printed as they arrive.
+schema, history, and events printed as they arrive. With --ga, the same
+shell on a guest agent (qemu-ga), resynced first, Tab completion from
+guest-info.
 
 ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT; when it is left
 out, QMP_SOCKET gives it. With neither, the shell starts a throwaway
@@ -47,6 +50,7 @@ and stops it when you leave.
 ${typing("QEMU keeps running, unless it is the throwaway one")}
 
 Options:
+  -g, --ga ADDRESS        the guest agent (qemu-ga) at ADDRESS, not QMP
 ${SHELL_OPTIONS}
       --qemu BINARY       the throwaway QEMU's binary (default qemu-system-x86_64)
   -h, --help              show this help
@@ -80,6 +84,8 @@ Exit status:
 
 /** The options the shell runs with (shared by `shell` and `wrap`). */
 export interface ShellOptions {
+  /** A guest agent (`--ga`): a `QGAClient`, no greeting, no negotiation. */
+  ga: boolean;
   hmp: boolean;
   negotiate: boolean;
   pretty: boolean;
@@ -121,14 +127,18 @@ export function parseShellArgs(args: string[], env: NodeJS.ProcessEnv): ShellArg
     args,
     allowPositionals: true,
     strict: true,
-    options: { ...OPTION_SPEC, qemu: { type: "string" } },
+    options: { ...OPTION_SPEC, qemu: { type: "string" }, ga: { type: "string", short: "g" } },
   });
   if (parsed.values.help) return { help: true };
-  const options = shellOptions(parsed.values, env);
-  if (parsed.positionals.length > 1) {
-    throw new Error(`unexpected argument '${parsed.positionals[1]}'`);
+  const ga = parsed.values.ga;
+  const options = shellOptions(parsed.values, env, ga !== undefined);
+  if (parsed.positionals.length > (ga !== undefined ? 0 : 1)) {
+    throw new Error(`unexpected argument '${parsed.positionals.at(-1)}'`);
   }
-  const addressText = parsed.positionals[0] ?? (env["QMP_SOCKET"] || undefined);
+  if (ga !== undefined && parsed.values.qemu !== undefined) {
+    throw new Error("--qemu is for the throwaway QEMU: it cannot go with --ga");
+  }
+  const addressText = ga ?? parsed.positionals[0] ?? (env["QMP_SOCKET"] || undefined);
   let address;
   if (addressText !== undefined) {
     if (parsed.values.qemu !== undefined) {
@@ -158,7 +168,7 @@ export function parseWrapArgs(args: string[], env: NodeJS.ProcessEnv): WrapArgs 
     options: OPTION_SPEC,
   });
   if (parsed.values.help) return { help: true };
-  const options = shellOptions(parsed.values, env);
+  const options = shellOptions(parsed.values, env, false);
   const argv = split.qemu;
   if (argv.length === 0) {
     throw new Error("no QEMU command given (qmp wrap -- qemu-system-… ARGS)");
@@ -197,16 +207,19 @@ function shellOptions(
     history?: string | undefined;
   },
   env: NodeJS.ProcessEnv,
+  ga: boolean,
 ): ShellOptions {
   if (values.hmp && values["skip-negotiation"]) {
     throw new Error("-H (HMP) needs a negotiated session: it cannot go with -N");
   }
+  if (ga && values.hmp) throw new Error("-H (HMP) is QEMU's: it cannot go with --ga");
   if (values.log === "") throw new Error("--log needs a file name");
   const home = env["HOME"] ?? homedir();
   const history = values.history ?? join(home, ".qmp_history");
   return {
+    ga,
     hmp: values.hmp,
-    negotiate: !values["skip-negotiation"],
+    negotiate: !ga && !values["skip-negotiation"],
     pretty: values.pretty,
     verbose: values.verbose,
     log: values.log,

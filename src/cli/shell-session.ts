@@ -1,6 +1,6 @@
 // The shell's session: set-up (connect, or start QEMU), the prompt loop, events, history, the log.
 
-import { type Logger, QMPClient, Runstate } from "../index.js";
+import { type Logger, QGAClient, QMPClient, Runstate } from "../index.js";
 import {
   type CliIO,
   ExitStatus,
@@ -68,12 +68,14 @@ export class Shell {
     this.#io = io;
     this.#interactive = isTTY(io.stdin) && isTTY(io.stdout);
     this.#completer = initialCompleter(options);
-    this.#client = new QMPClient({
-      name: "qmp shell",
-      negotiate: options.negotiate,
-      awaitGreeting: options.negotiate,
-      logger: this.#logger(),
-    });
+    this.#client = options.ga
+      ? new QGAClient({ name: "qmp shell", logger: this.#logger() })
+      : new QMPClient({
+          name: "qmp shell",
+          negotiate: options.negotiate,
+          awaitGreeting: options.negotiate,
+          logger: this.#logger(),
+        });
     this.#lines = new LineRunner(this.#client, options, {
       tx: this.#tx,
       interactive: this.#interactive,
@@ -98,7 +100,8 @@ export class Shell {
     address: Parameters<QMPClient["connect"]>[0],
     text: string,
   ): Promise<ExitStatus> {
-    const hint = greetingHint(this.#io, this.#command, text);
+    // A guest agent sends no greeting: nothing to hint about while waiting for one.
+    const hint = this.#options.ga ? () => {} : greetingHint(this.#io, this.#command, text);
     const connected = await this.#setUp(
       (signal) => this.#client.connect(address, { signal }),
       (err) =>
@@ -418,12 +421,17 @@ function isPeerGone(err: unknown): boolean {
 /** What the interactive shell says first: who it is, what it is connected to, how to use it. */
 function banner(client: QMPClient, options: ShellOptions, where: string): string {
   const v = client.greeting?.QMP.version.qemu;
-  const qemu = v === undefined ? "QMP" : `QEMU ${v.major}.${v.minor}.${v.micro}`;
+  const qemu = options.ga
+    ? "the guest agent"
+    : v === undefined
+      ? "QMP"
+      : `QEMU ${v.major}.${v.minor}.${v.micro}`;
+  const kind = options.ga ? "guest agent" : options.hmp ? "HMP" : "QMP";
   const lines = [
-    `Welcome to the ${options.hmp ? "HMP" : "QMP"} shell of qmp ${version()}!`,
+    `Welcome to the ${kind} shell of qmp ${version()}!`,
     `Connected to ${qemu} ${where}.`,
   ];
-  if (!options.negotiate) {
+  if (!options.negotiate && !options.ga) {
     lines.push("Capabilities not negotiated (-N): send qmp_capabilities if needed.");
   }
   lines.push("Tab completes; Ctrl-D leaves.");

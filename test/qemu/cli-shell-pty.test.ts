@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { type TestContext, test } from "node:test";
 import { QMP_BIN, ROOT, withoutSocket } from "../helpers/cli.js";
 import { type PtyExit, type PtyProcess, spawnInPty } from "../helpers/pty.js";
+import { startQga } from "../helpers/qga.js";
 import {
   asObject,
   qemuBinary,
@@ -523,4 +524,22 @@ void test("QEMU killed under the shell: Disconnected, exit 0", T, async (t) => {
     { end: { code: 0, signal: null }, last: "Disconnected" },
   );
   assert.doesNotMatch(printedSince(pty, 0), /Error|^ {4}at /m);
+});
+
+void test("--ga: the shell on a real qemu-ga, completion from guest-info", T, async (t) => {
+  const qga = await startQga(t);
+  const pty = await startShell(t, ["--ga", qga.socketPath]);
+  const text = pty.screen.text();
+  assert.match(text, /^Welcome to the guest agent shell of qmp \S+!$/m);
+  assert.match(text, new RegExp(`^Connected to the guest agent at ${qga.socketPath}\\.$`, "m"));
+  // The reply to a command comes after guest-info, which completion asks for first.
+  await enter(pty, "guest-ping", EMPTY_RETURN);
+  await type(pty, "guest-get-os");
+  await tab(pty, "(QEMU) guest-get-osinfo", "(QEMU) guest-get-osinfo ".length);
+  await enter(pty, "", /"kernel-release"/);
+  const err = await enter(pty, "guest-get-users", /^CommandNotFound: /m);
+  assert.match(err, /has been disabled/);
+  pty.write("\x04");
+  assert.deepEqual(await pty.done, { code: 0, signal: null });
+  assert.ok(qga.alive(), qga.log());
 });
