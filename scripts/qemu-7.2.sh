@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Unpacks QEMU 7.2 (Debian bookworm's packages) into .cache/qemu-7.2 without installing it, so that
 # it sits beside the installed QEMU 10.0, and prints the path of its qemu-system-x86_64 on stdout
-# (its qemu-storage-daemon is in the same folder; everything else goes to stderr). Usage:
+# (its qemu-storage-daemon is in the same folder, its qemu-ga in ../sbin; everything else goes to
+# stderr). Usage:
 #   QMP_TEST_QEMU="$(scripts/qemu-7.2.sh)" node scripts/run-tests.mjs qemu
 # Runs again in a moment when that version is already unpacked. Needs apt (through sudo when not
 # root) only to download, and to install the libraries 7.2 links against that 10.0 did not bring.
@@ -11,8 +12,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 root="$PWD/.cache/qemu-7.2"
-packages=(qemu-system-x86 qemu-system-common qemu-system-data qemu-utils)
-binaries=(usr/bin/qemu-system-x86_64 usr/bin/qemu-storage-daemon)
+packages=(qemu-system-x86 qemu-system-common qemu-system-data qemu-utils qemu-guest-agent)
+binaries=(usr/bin/qemu-system-x86_64 usr/bin/qemu-storage-daemon usr/sbin/qemu-ga)
 
 log() { echo "qemu-7.2: $*" >&2; }
 

@@ -246,6 +246,11 @@ export class QGAClient extends QMPClient {
 
   // ---------------------------------------------------------- the engine's hooks
 
+  /** Each message on a line of its own, as qemu-ga's protocol has it. */
+  protected override serialize(message: object): string {
+    return JSON.stringify(message) + "\n";
+  }
+
   protected override get drainOnClose(): boolean {
     return true;
   }

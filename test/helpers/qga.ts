@@ -31,6 +31,31 @@ export const ALLOWED_RPCS = [
   "guest-exec-status",
 ];
 
+/**
+ * The options that let only {@link ALLOWED_RPCS} run: `--allow-rpcs` (QEMU
+ * 8.2 and later); on an older qemu-ga (7.2), `-b` with every other command
+ * it lists.
+ */
+async function lockDown(): Promise<string[]> {
+  const help = await output(qgaBinary(), ["--help"]);
+  if (help.includes("--allow-rpcs")) return [`--allow-rpcs=${ALLOWED_RPCS.join(",")}`];
+  const all = (await output(qgaBinary(), ["--block-rpcs=help"])).split(/\s+/).filter(Boolean);
+  if (!all.includes("guest-ping")) throw new Error(`qemu-ga listed no commands: ${all.join(" ")}`);
+  return ["-b", all.filter((rpc) => !ALLOWED_RPCS.includes(rpc)).join(",")];
+}
+
+/** What `command args` prints on stdout and stderr. */
+function output(command: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let text = "";
+    child.stdout!.setEncoding("utf8").on("data", (s: string) => (text += s));
+    child.stderr!.setEncoding("utf8").on("data", (s: string) => (text += s));
+    child.once("error", reject);
+    child.once("close", () => resolve(text));
+  });
+}
+
 /** The qemu-ga under test: `QMP_TEST_QGA`, else Debian's. */
 export function qgaBinary(): string {
   return process.env["QMP_TEST_QGA"] ?? "/usr/sbin/qemu-ga";
@@ -71,7 +96,7 @@ export async function startQga(t: TestContext): Promise<TestQga> {
     dir,
     "-f",
     join(dir, "qga.pid"),
-    `--allow-rpcs=${ALLOWED_RPCS.join(",")}`,
+    ...(await lockDown()),
   ];
   const child = spawn(qgaBinary(), args, { stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
