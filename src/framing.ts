@@ -158,7 +158,9 @@ export class JsonObjectScanner {
       const trimmed = trimmedPartsSize(parts, size);
       // Join and decode (once), letting the chunks and the joined bytes go
       // before the parse: only the text is alive then.
-      const text = Buffer.concat(parts, size).toString("utf8");
+      const joined = Buffer.concat(parts, size);
+      // QEMU escapes non-ASCII: then the bytes are the text (a copy, no decoding).
+      const text = isAscii(joined) ? joined.toString("latin1") : joined.toString("utf8");
       const held = this.#lineSize;
       this.#lineParts = undefined;
       parts.length = 0;
