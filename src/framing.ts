@@ -158,9 +158,7 @@ export class JsonObjectScanner {
       const trimmed = trimmedPartsSize(parts, size);
       // Join and decode (once), letting the chunks and the joined bytes go
       // before the parse: only the text is alive then.
-      const joined = Buffer.concat(parts, size);
-      // QEMU escapes non-ASCII: then the bytes are the text (a copy, no decoding).
-      const text = isAscii(joined) ? joined.toString("latin1") : joined.toString("utf8");
+      const text = joinedText(parts, size);
       const held = this.#lineSize;
       this.#lineParts = undefined;
       parts.length = 0;
@@ -532,6 +530,16 @@ export class JsonObjectScanner {
       return undefined;
     }
   }
+}
+
+/**
+ * `parts` (`size` bytes) as one text. QEMU escapes non-ASCII, and then the
+ * bytes are the text: copied, not decoded. The joined bytes die with this
+ * call, before the caller parses the text.
+ */
+function joinedText(parts: Buffer[], size: number): string {
+  const joined = Buffer.concat(parts, size);
+  return isAscii(joined) ? joined.toString("latin1") : joined.toString("utf8");
 }
 
 function isSpace(c: number): boolean {
