@@ -49,8 +49,8 @@ function output(command: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
     let text = "";
-    child.stdout!.setEncoding("utf8").on("data", (s: string) => (text += s));
-    child.stderr!.setEncoding("utf8").on("data", (s: string) => (text += s));
+    child.stdout.setEncoding("utf8").on("data", (s: string) => (text += s));
+    child.stderr.setEncoding("utf8").on("data", (s: string) => (text += s));
     child.once("error", reject);
     child.once("close", () => resolve(text));
   });
