@@ -73,6 +73,30 @@ export class Listeners {
     this.#forgetters?.delete(listener);
   }
 
+  /**
+   * Register `listeners` for a scope: all or none (a failure undoes the
+   * ones done); disposing unregisters those still registered.
+   *
+   * @throws {ListenerError} when one is already registered.
+   */
+  listen(listeners: readonly AnyListener[]): Disposable {
+    const done: AnyListener[] = [];
+    try {
+      for (const l of listeners) {
+        this.register(l);
+        done.push(l);
+      }
+    } catch (err) {
+      for (const l of done) this.unregister(l);
+      throw err;
+    }
+    return {
+      [Symbol.dispose]: () => {
+        for (const l of done) if (this.#others?.has(l)) this.unregister(l);
+      },
+    };
+  }
+
   /** A session started: waiting for events makes sense again. */
   sessionStarted(): void {
     this.#ended = undefined;

@@ -258,9 +258,7 @@ export class QGAClient extends QMPClient {
   protected override async establishSession(attempt: Attempt): Promise<void> {
     await super.establishSession(attempt);
     // The resync has a deadline of its own when the connect has none.
-    const bound = attempt.signal.aborted
-      ? undefined
-      : deadline({ timeout: SYNC_TIMEOUT }, "resync");
+    const bound = attempt.aborted ? undefined : deadline({ timeout: SYNC_TIMEOUT }, "resync");
     const stop = (): void => this.#sync?.fail(bound!.signal.reason);
     bound?.signal.addEventListener("abort", stop, { once: true });
     try {

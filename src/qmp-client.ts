@@ -345,21 +345,7 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
    * @throws {ListenerError} when one is already registered (none is then registered).
    */
   listen(...listeners: AnyListener[]): Disposable {
-    const done: AnyListener[] = [];
-    try {
-      for (const l of listeners) {
-        this.registerListener(l);
-        done.push(l);
-      }
-    } catch (err) {
-      for (const l of done) this.unregisterListener(l);
-      throw err;
-    }
-    return {
-      [Symbol.dispose]: () => {
-        for (const l of done) if (this.#listeners.has(l)) this.unregisterListener(l);
-      },
-    };
+    return this.#listeners.listen(listeners);
   }
 
   /**
