@@ -5,6 +5,7 @@ import type { Attempt } from "./attempt.js";
 import { SyncError } from "./errors.js";
 import type { JsonValue } from "./message.js";
 import { QMPClient } from "./qmp-client.js";
+import { sleep } from "./retry.js";
 import type { QMPClientOptions } from "./qmp-options.js";
 import { type CallOptions, deadline } from "./util.js";
 
@@ -342,23 +343,4 @@ export class QGAClient extends QMPClient {
 
 function isTimeout(reason: unknown): boolean {
   return reason instanceof DOMException && reason.name === "TimeoutError";
-}
-
-/** Resolve after `ms`, or reject with the signal's reason. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason as Error);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal.reason as Error);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
