@@ -29,7 +29,18 @@ export interface FakeServerOptions {
   handlers?: Record<string, CommandHandler>;
   /** Line ending after each message sent (default `"\r\n"`, as QEMU). */
   lineEnding?: string;
+  /**
+   * Behave as qemu-ga (for `QGAClient` code): no greeting, `"\n"` line
+   * endings, the byte 0xFF resets the parser (with qemu-ga's id-less error
+   * for it), and `guest-sync-delimited` answers after a 0xFF. Built-in
+   * handlers: `guest-sync-delimited`, `guest-sync`, `guest-ping`,
+   * `guest-info` (listing the handlers).
+   */
+  guestAgent?: boolean;
 }
+
+/** The byte that resets a guest agent's parser and precedes its delimited reply. */
+const DELIMITER = 0xff;
 
 /** The default greeting, as QEMU 10.0 sends it. */
 export function defaultGreeting(capabilities: string[] = ["oob"]): Greeting {
@@ -72,37 +83,45 @@ export class FakePeer {
     this.socket = socket;
     this.#options = options;
     this.#handlers = {
-      qmp_capabilities: () => ({ return: {} }),
-      "query-version": () => ({
-        return: { qemu: { micro: 0, minor: 0, major: 10 }, package: "fake" },
-      }),
-      "query-status": () => ({ return: { status: "running", running: true } }),
-      quit: (_a, _m, peer) => {
-        setImmediate(() => peer.end());
-        return { return: {} };
-      },
+      ...(options.guestAgent === true ? guestAgentHandlers() : qmpHandlers()),
       ...options.handlers,
     };
     this.closed = new Promise((resolve) => socket.once("close", () => resolve()));
     socket.on("error", () => {});
-    const scanner = new JsonObjectScanner({ maxMessageSize: Infinity });
+    let scanner = new JsonObjectScanner({ maxMessageSize: Infinity });
+    const push = (bytes: Buffer): void =>
+      scanner.push(bytes, (frame) => {
+        if (frame.kind === "message") this.#onMessage(frame.value);
+      });
     socket.on("data", (chunk: Buffer) => {
       try {
-        scanner.push(chunk, (frame) => {
-          if (frame.kind === "message") this.#onMessage(frame.value);
-        });
+        if (options.guestAgent !== true) {
+          push(chunk);
+          return;
+        }
+        // qemu-ga: 0xFF drops what its parser held, and it says so.
+        for (let at = chunk.indexOf(DELIMITER); at !== -1; at = chunk.indexOf(DELIMITER)) {
+          push(chunk.subarray(0, at));
+          scanner = new JsonObjectScanner({ maxMessageSize: Infinity });
+          this.send({
+            error: { class: "GenericError", desc: "JSON parse error, stray '\uFFFD'" },
+          });
+          chunk = chunk.subarray(at + 1);
+        }
+        push(chunk);
       } catch {
         socket.destroy();
       }
     });
-    if (options.greeting !== false) {
+    if (options.greeting !== false && options.guestAgent !== true) {
       this.send(options.greeting ?? defaultGreeting(options.capabilities));
     }
   }
 
   /** Send one message (JSON and the line ending). */
   send(message: unknown): void {
-    this.write(JSON.stringify(message) + (this.#options.lineEnding ?? "\r\n"));
+    const ending = this.#options.lineEnding ?? (this.#options.guestAgent === true ? "\n" : "\r\n");
+    this.write(JSON.stringify(message) + ending);
   }
 
   /** Send an event. */
@@ -147,6 +166,11 @@ export class FakePeer {
     this.#handlers[command] = handler;
   }
 
+  /** The commands this peer answers (its handlers). */
+  get commands(): string[] {
+    return Object.keys(this.#handlers).sort();
+  }
+
   #onMessage(message: Record<string, unknown>): void {
     this.received.push(message);
     const waiter = this.#waiters.shift();
@@ -176,6 +200,43 @@ export class FakePeer {
         reply({ error: { class: "GenericError", desc: String(err) } }),
       );
   }
+}
+
+/** What the fake QEMU answers by itself. */
+function qmpHandlers(): Record<string, CommandHandler> {
+  return {
+    qmp_capabilities: () => ({ return: {} }),
+    "query-version": () => ({
+      return: { qemu: { micro: 0, minor: 0, major: 10 }, package: "fake" },
+    }),
+    "query-status": () => ({ return: { status: "running", running: true } }),
+    quit: (_a, _m, peer) => {
+      setImmediate(() => peer.end());
+      return { return: {} };
+    },
+  };
+}
+
+/** What a guest agent answers by itself (see `guestAgent`). */
+function guestAgentHandlers(): Record<string, CommandHandler> {
+  return {
+    "guest-sync-delimited": (args, _message, peer) => {
+      peer.write(Buffer.of(DELIMITER));
+      return { return: (args?.["id"] ?? null) as JsonValue };
+    },
+    "guest-sync": (args) => ({ return: (args?.["id"] ?? null) as JsonValue }),
+    "guest-ping": () => ({ return: {} }),
+    "guest-info": (_args, _message, peer) => ({
+      return: {
+        version: "fake",
+        supported_commands: peer.commands.map((name) => ({
+          name,
+          enabled: true,
+          "success-response": true,
+        })),
+      },
+    }),
+  };
 }
 
 /**

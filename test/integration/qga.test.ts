@@ -1,67 +1,48 @@
-// QGAClient against a scripted fake agent: the resync skips stale output of every kind (an earlier
+// QGAClient against the test kit's fake guest agent (FakeQMPServer, guestAgent: true): the resync skips stale output of every kind (an earlier
 // client's replies, an unfinished message, garbage, a delimited reply with another id), fails
 // with SyncError when the agent does not answer in time or goes away, and exact big integers.
 
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { type TestContext, test } from "node:test";
-import { JsonObjectScanner } from "../../src/framing.js";
-import { ConnectError, QGAClient, SyncError, parseWithBigInts } from "../../src/index.js";
+import {
+  ConnectError,
+  type JsonValue,
+  QGAClient,
+  SyncError,
+  parseWithBigInts,
+} from "../../src/index.js";
+import { FakeQMPServer } from "../../src/testing/index.js";
 
 const T = { timeout: 15_000 };
 
-/** What the fake agent does with each message it reads (0xFF bytes dropped). */
-type Script = (socket: net.Socket, message: Record<string, unknown>) => void;
-
-/** A fake qemu-ga on a UNIX socket: it hands each message it reads to `script`. */
-async function fakeAgent(t: TestContext, script: Script): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), "qmp-fake-qga-"));
-  const path = join(dir, "qga.sock");
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => {});
-    // Messages come without newlines, as QEMU's parser needs none: scan them.
-    const scanner = new JsonObjectScanner();
-    socket.on("data", (chunk: Buffer) => {
-      // The resync's 0xFF is no JSON: drop it, as qemu-ga's parser resets on it.
-      const bytes = Buffer.from(chunk.filter((b) => b !== 0xff));
-      scanner.push(bytes, (frame) => {
-        if (frame.kind === "message") script(socket, frame.value);
-      });
-    });
+/**
+ * The test kit's fake guest agent, its sync answered after `stale` output
+ * (what an earlier client left: the reply to the sync comes after it), and
+ * `guest-get-time` with nanoseconds beyond 2^53.
+ */
+async function fakeAgent(
+  t: TestContext,
+  stale: (id: unknown) => Buffer | string,
+  sync = true,
+): Promise<string> {
+  const server = await FakeQMPServer.listen({
+    guestAgent: true,
+    handlers: {
+      "guest-sync-delimited": (args, _message, peer) => {
+        if (!sync) return undefined;
+        peer.write(stale(args?.["id"]));
+        peer.write(Buffer.of(0xff));
+        return { return: (args?.["id"] ?? null) as JsonValue };
+      },
+      "guest-get-time": (_args, message, peer) => {
+        // An exact 19-digit integer: written by hand, JSON.stringify would round it.
+        peer.write(`{"return": 1796603775927048123, "id": ${JSON.stringify(message["id"])}}\n`);
+        return undefined;
+      },
+    },
   });
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  t.after(async () => {
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const socket of sockets) socket.destroy();
-    await closed;
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return path;
-}
-
-function syncId(message: Record<string, unknown>): unknown {
-  return (message["arguments"] as { id?: unknown } | undefined)?.id;
-}
-
-/** Answers guest-sync-delimited after `stale` bytes, and guest-ping. */
-function agentWith(stale: (id: unknown) => Buffer | string): Script {
-  return (socket, message) => {
-    if (message["execute"] === "guest-sync-delimited") {
-      const id = syncId(message);
-      socket.write(stale(id));
-      socket.write(Buffer.concat([Buffer.of(0xff), Buffer.from(`{"return": ${String(id)}}\n`)]));
-    } else if (message["execute"] === "guest-ping") {
-      socket.write(`{"return": {}, "id": ${JSON.stringify(message["id"])}}\n`);
-    } else if (message["execute"] === "guest-get-time") {
-      socket.write(`{"return": 1796603775927048123, "id": ${JSON.stringify(message["id"])}}\n`);
-    }
-  };
+  t.after(() => server.close());
+  return server.address as string;
 }
 
 const STALE: [string, (id: unknown) => Buffer | string][] = [
@@ -82,7 +63,7 @@ const STALE: [string, (id: unknown) => Buffer | string][] = [
 
 for (const [what, stale] of STALE) {
   void test(`resync skips stale output: ${what}`, T, async (t) => {
-    const path = await fakeAgent(t, agentWith(stale));
+    const path = await fakeAgent(t, stale);
     const ga = new QGAClient({ timeout: 5000 });
     t.after(() => ga.destroy());
     await ga.connect(path);
@@ -92,7 +73,7 @@ for (const [what, stale] of STALE) {
 }
 
 void test("resync: no answer in time is a SyncError caused by the TimeoutError", T, async (t) => {
-  const path = await fakeAgent(t, () => {});
+  const path = await fakeAgent(t, () => "", false);
   const ga = new QGAClient();
   t.after(() => ga.destroy());
   const err = await ga.connect(path, { timeout: 100 }).catch((e: unknown) => e);
@@ -108,11 +89,20 @@ void test(
   "resync: an agent that goes away is a SyncError; the caller's abort stays theirs",
   T,
   async (t) => {
-    const path = await fakeAgent(t, (socket) => socket.destroy());
+    const gone = await FakeQMPServer.listen({
+      guestAgent: true,
+      handlers: {
+        "guest-sync-delimited": (_args, _message, peer) => {
+          peer.reset();
+          return undefined;
+        },
+      },
+    });
+    t.after(() => gone.close());
     const ga = new QGAClient();
     t.after(() => ga.destroy());
-    await assert.rejects(ga.connect(path), SyncError);
-    const silent = await fakeAgent(t, () => {});
+    await assert.rejects(ga.connect(gone.address), SyncError);
+    const silent = await fakeAgent(t, () => "", false);
     const controller = new AbortController();
     const connecting = ga.connect(silent, { signal: controller.signal });
     const reason = new Error("mine");
@@ -122,10 +112,7 @@ void test(
 );
 
 void test("bigint: guest-get-time and execute(…, { bigint: true }) are exact", T, async (t) => {
-  const path = await fakeAgent(
-    t,
-    agentWith(() => ""),
-  );
+  const path = await fakeAgent(t, () => "");
   const ga = new QGAClient({ timeout: 5000 });
   t.after(() => ga.destroy());
   await ga.connect(path);
@@ -154,3 +141,27 @@ void test("parseWithBigInts: only unsafe integers outside strings", () => {
     },
   );
 });
+
+void test(
+  "the test kit's guest agent as it comes: sync, ping, guest-info, the 0xFF error",
+  T,
+  async (t) => {
+    await using server = await FakeQMPServer.listen({ guestAgent: true });
+    const ga = new QGAClient({ timeout: 5000 });
+    t.after(() => ga.destroy());
+    await ga.connect(server.address);
+    const peer = await server.peer();
+    await ga.ping();
+    assert.equal(await ga.hasCommand("guest-ping"), true);
+    assert.equal(await ga.hasCommand("query-status"), false, "no QMP commands");
+    const info = await ga.info();
+    assert.equal(info["version"], "fake");
+    // What it got: the sync (after the 0xFF, whose id-less error the client skipped), then our
+    // commands (hasCommand asks guest-info each time).
+    assert.deepEqual(
+      peer.received.map((m) => m["execute"]),
+      ["guest-sync-delimited", "guest-ping", "guest-info", "guest-info", "guest-info"],
+    );
+    await ga.disconnect();
+  },
+);
