@@ -18,7 +18,7 @@ export interface TscTime {
 export interface TypecheckResult {
   untyped: TscTime;
   typed: TscTime;
-  /** Bytes of each shipped module's declarations (`dist/src/qapi/*.d.ts`). */
+  /** Bytes of each shipped module's declarations (`dist/generated/qapi/*.d.ts`). */
   modules: Record<string, number>;
 }
 
@@ -121,7 +121,7 @@ export function runTypecheck(rounds: number): TypecheckResult {
     });
     const modules: Record<string, number> = {};
     for (const name of ["qemu-10.0", "qemu-7.2", "qsd-10.0"]) {
-      modules[name] = statSync(join(root, "dist/src/qapi", `${name}.d.ts`)).size;
+      modules[name] = statSync(join(root, "dist/generated/qapi", `${name}.d.ts`)).size;
     }
     return { untyped: summary(times.untyped), typed: summary(times.typed), modules };
   } finally {

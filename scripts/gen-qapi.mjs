@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Regenerate the shipped QAPI modules (src/qapi/qemu-10.0.ts, qemu-7.2.ts, qsd-10.0.ts) from the
+// Regenerate the shipped QAPI modules (generated/qapi/qemu-10.0.ts, qemu-7.2.ts, qsd-10.0.ts) from the
 // QEMU binaries on this machine, with `qmp codegen` (the built one, in dist/). Run `npm run build` first.
 //
 //   node scripts/gen-qapi.mjs [--check] [NAME ...]     NAME: qemu-10.0, qemu-7.2, qsd-10.0 (default: all)
@@ -81,7 +81,7 @@ for (const name of names.length > 0 ? names : Object.keys(TARGETS)) {
     if (version !== target.expect) {
       throw new Error(`${target.binary} is ${label} ${version}, not ${target.expect}`);
     }
-    const file = join(root, "src/qapi", `${name}.ts`);
+    const file = join(root, "generated/qapi", `${name}.ts`);
     if (check) {
       const committed = existsSync(file) ? readFileSync(file, "utf8") : "";
       if (body(committed) !== body(text)) {

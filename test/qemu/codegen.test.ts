@@ -19,7 +19,7 @@ function body(text: string): string {
 /** The module we ship for this version, if we ship one. */
 function shipped(name: string): string | undefined {
   try {
-    return readFileSync(join(ROOT, "src/qapi", `${name}.ts`), "utf8");
+    return readFileSync(join(ROOT, "generated/qapi", `${name}.ts`), "utf8");
   } catch {
     return undefined;
   }

@@ -16,8 +16,8 @@ import type {
   QAPI,
   QueryStatusReturnStatus,
 } from "../../src/qapi/index.js";
-import type { QAPI as QAPI72 } from "../../src/qapi/qemu-7.2.js";
-import type { QAPI as QSD } from "../../src/qapi/qsd-10.0.js";
+import type { QAPI as QAPI72 } from "../../generated/qapi/qemu-7.2.js";
+import type { QAPI as QSD } from "../../generated/qapi/qsd-10.0.js";
 
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 
