@@ -5,8 +5,21 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { JsonObjectScanner } from "../framing.js";
-import type { Greeting, JsonValue, QMPEvent } from "../message.js";
+import type { Greeting, JsonValue } from "../message.js";
 import type { InetAddress } from "../transport.js";
+import {
+  type CheckedPlan,
+  type Fault,
+  type FaultPlan,
+  type Faults,
+  Outbox,
+  checkFaultPlan,
+  checkFaults,
+  makeEvent,
+  resetSocket,
+} from "./faults.js";
+
+export { makeEvent };
 
 /** What a handler may answer: a `return` value, a QMP error, or nothing (no reply). */
 export type HandlerResult =
@@ -37,6 +50,12 @@ export interface FakeServerOptions {
    * `guest-info` (listing the handlers).
    */
   guestAgent?: boolean;
+  /**
+   * Faults on every connection: of the greeting, of every reply, of the
+   * replies to named commands (see {@link Fault}). `FakePeer.inject()` adds
+   * faults for one reply of one connection.
+   */
+  faults?: FaultPlan | undefined;
 }
 
 /** The byte that resets a guest agent's parser and precedes its delimited reply. */
@@ -52,20 +71,11 @@ export function defaultGreeting(capabilities: string[] = ["oob"]): Greeting {
   };
 }
 
-/** A QMP event with the current time as its timestamp. */
-export function makeEvent(name: string, data?: Record<string, unknown>): QMPEvent {
-  const now = Date.now();
-  const event: QMPEvent = {
-    timestamp: { seconds: Math.floor(now / 1000), microseconds: (now % 1000) * 1000 },
-    event: name,
-  };
-  if (data !== undefined) event.data = data as NonNullable<QMPEvent["data"]>;
-  return event;
-}
-
 /**
  * One connection of the fake server: answers commands through handlers and
- * lets the test send anything at any time.
+ * lets the test send anything at any time. Its output goes out in order: a
+ * message waits for the faults of the one before it (a delay, a stall, a
+ * split), as QEMU's replies do.
  */
 export class FakePeer {
   /** The underlying socket. */
@@ -74,20 +84,33 @@ export class FakePeer {
   readonly received: Record<string, unknown>[] = [];
   readonly #options: FakeServerOptions;
   readonly #handlers: Record<string, CommandHandler>;
+  readonly #plan: CheckedPlan;
+  readonly #outbox: Outbox;
+  readonly #injected: { command: string | undefined; faults: readonly Fault[] }[] = [];
   #waiters: ((m: Record<string, unknown>) => void)[] = [];
   #cursor = 0;
   /** Resolves when the connection closes. */
   readonly closed: Promise<void>;
 
+  /**
+   * Serve one connection.
+   *
+   * @throws {TypeError} {RangeError} for `options.faults` of the wrong shape.
+   */
   constructor(socket: net.Socket, options: FakeServerOptions = {}) {
+    const plan = checkFaultPlan(options.faults);
     this.socket = socket;
     this.#options = options;
+    this.#plan = plan;
     this.#handlers = {
       ...(options.guestAgent === true ? guestAgentHandlers() : qmpHandlers()),
       ...options.handlers,
     };
+    const ending = options.lineEnding ?? (options.guestAgent === true ? "\n" : "\r\n");
+    this.#outbox = new Outbox(socket, ending, () => this.#greeting());
     this.closed = new Promise((resolve) => socket.once("close", () => resolve()));
     socket.on("error", () => {});
+    socket.once("close", () => this.#outbox.clear());
     let scanner = new JsonObjectScanner({ maxMessageSize: Infinity });
     const push = (bytes: Buffer): void =>
       scanner.push(bytes, (frame) => {
@@ -114,41 +137,64 @@ export class FakePeer {
       }
     });
     if (options.greeting !== false && options.guestAgent !== true) {
-      this.send(options.greeting ?? defaultGreeting(options.capabilities));
+      this.#outbox.send(this.#greeting(), plan.greeting);
     }
   }
 
-  /** Send one message (JSON and the line ending). */
-  send(message: unknown): void {
-    const ending = this.#options.lineEnding ?? (this.#options.guestAgent === true ? "\n" : "\r\n");
-    this.write(JSON.stringify(message) + ending);
+  /**
+   * Send one message (JSON and the line ending), after everything queued,
+   * with `faults` if given.
+   *
+   * @throws {TypeError} {RangeError} for faults of the wrong shape.
+   */
+  send(message: unknown, faults?: Faults): void {
+    this.#outbox.send(message, checkFaults(faults));
   }
 
-  /** Send an event. */
-  sendEvent(name: string, data?: Record<string, unknown>): void {
-    this.send(makeEvent(name, data));
+  /** Send an event (see {@link send}). */
+  sendEvent(name: string, data?: Record<string, unknown>, faults?: Faults): void {
+    this.send(makeEvent(name, data), faults);
   }
 
-  /** Write raw bytes (garbage, partial messages, split writes). */
+  /** Write raw bytes (garbage, partial messages), after everything queued. */
   write(data: string | Uint8Array): void {
-    if (!this.socket.destroyed) this.socket.write(data);
+    this.#outbox.write(data);
   }
 
-  /** Close cleanly (FIN). */
+  /**
+   * Faults for the next reply of this connection (to `command`, if given),
+   * after those of the server's `faults` option. Each call covers one reply.
+   *
+   * @throws {TypeError} {RangeError} for faults of the wrong shape.
+   */
+  inject(faults: Faults, command?: string): void {
+    this.#injected.push({ command, faults: checkFaults(faults) });
+  }
+
+  /** Hold all output (queued and later messages wait), as a stopped QEMU would. */
+  stall(): void {
+    this.#outbox.stall();
+  }
+
+  /** Let output held by {@link stall} or a `stall` fault go. */
+  resume(): void {
+    this.#outbox.resume();
+  }
+
+  /** How many writes reached the socket (each piece of a split message counts). */
+  get writes(): number {
+    return this.#outbox.writes;
+  }
+
+  /** Close cleanly (FIN), after everything queued. */
   end(): void {
-    this.socket.end();
+    this.#outbox.end();
   }
 
-  /** Close abruptly (RST on TCP). */
+  /** Close abruptly (RST on TCP) at once; anything queued is dropped. */
   reset(): void {
-    if (
-      typeof this.socket.resetAndDestroy === "function" &&
-      this.socket.remoteFamily !== undefined
-    ) {
-      this.socket.resetAndDestroy();
-    } else {
-      this.socket.destroy();
-    }
+    this.#outbox.clear();
+    resetSocket(this.socket);
   }
 
   /** The next message received that was not yet returned by this method. */
@@ -171,6 +217,20 @@ export class FakePeer {
     return Object.keys(this.#handlers).sort();
   }
 
+  #greeting(): unknown {
+    const g = this.#options.greeting;
+    return g === undefined || g === false ? defaultGreeting(this.#options.capabilities) : g;
+  }
+
+  /** The faults of the reply to `command`: the plan's, then one injection's. */
+  #faultsFor(command: string): readonly Fault[] {
+    const plan = this.#plan;
+    let faults = [...plan.replies, ...(plan.commands.get(command) ?? [])];
+    const i = this.#injected.findIndex((e) => e.command === undefined || e.command === command);
+    if (i !== -1) faults = faults.concat(this.#injected.splice(i, 1)[0]!.faults);
+    return faults;
+  }
+
   #onMessage(message: Record<string, unknown>): void {
     this.received.push(message);
     const waiter = this.#waiters.shift();
@@ -185,7 +245,7 @@ export class FakePeer {
       if (result === undefined) return;
       const out: Record<string, unknown> = { ...result };
       if ("id" in message) out["id"] = message["id"];
-      this.send(out);
+      this.#outbox.send(out, this.#faultsFor(command));
     };
     if (handler === undefined) {
       reply({
@@ -281,11 +341,15 @@ export class FakeQMPServer {
   /**
    * Start listening: on a new UNIX socket (default) or at `address`
    * (`{ host, port: 0 }` picks a free port).
+   *
+   * @throws {TypeError} {RangeError} for `options.faults` of the wrong shape
+   *   (before anything listens).
    */
   static async listen(
     options: FakeServerOptions = {},
     address?: string | InetAddress,
   ): Promise<FakeQMPServer> {
+    checkFaultPlan(options.faults);
     let dir: string | undefined;
     let where = address;
     if (where === undefined) {
@@ -314,6 +378,7 @@ export class FakeQMPServer {
     address: string | InetAddress,
     options: FakeServerOptions = {},
   ): Promise<FakePeer> {
+    checkFaultPlan(options.faults);
     return new Promise((resolve, reject) => {
       const socket =
         typeof address === "string"

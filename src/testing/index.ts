@@ -9,3 +9,4 @@ export {
   type CommandHandler,
   type HandlerResult,
 } from "./fake-server.js";
+export { checkFaults, type Fault, type FaultKind, type FaultPlan, type Faults } from "./faults.js";

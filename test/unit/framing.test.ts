@@ -12,6 +12,7 @@ import {
   UnexpectedTypeError,
 } from "../../src/errors.js";
 import { DEFAULT_MAX_MESSAGE_SIZE, type Frame, JsonObjectScanner } from "../../src/framing.js";
+import { prng } from "../../src/testing/faults.js";
 
 // Tests run from dist/test/unit/, fixtures live in test/fixtures/ at the repo root.
 function fixture(name: string): Buffer {
@@ -59,18 +60,6 @@ function cutAt(buf: Buffer, ...positions: number[]): Buffer[] {
   }
   out.push(buf.subarray(prev));
   return out;
-}
-
-/** Deterministic pseudo-random numbers (mulberry32), so failures replay. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Call `fn` and return what it threw; fails if it did not throw. */
