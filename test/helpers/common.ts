@@ -21,6 +21,15 @@ export function watchUnhandledRejections(): unknown[] {
   return seen;
 }
 
+/**
+ * How many cases a property-based test runs: `runs`, or `QMP_FUZZ_RUNS`
+ * when set (a long fuzzing run: `QMP_FUZZ_RUNS=20000 npm test`).
+ */
+export function fuzzRuns(runs: number): number {
+  const wanted = Number(process.env["QMP_FUZZ_RUNS"]);
+  return Number.isInteger(wanted) && wanted > 0 ? wanted : runs;
+}
+
 /** A client destroyed when the test ends, pass or fail. */
 export function newClient(t: TestContext, options: QMPClientOptions = {}): QMPClient {
   const client = new QMPClient(options);

@@ -6,7 +6,11 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 
+import { fuzzRuns } from "../helpers/common.js";
 import { T, openSession } from "./client-harness.js";
+
+/** Cases per property (each runs a few calls over a real socket; `QMP_FUZZ_RUNS` overrides). */
+const RUNS = fuzzRuns(60);
 
 /** The fake peer holds `hold` calls: the test answers them itself, in the order it picks. */
 const SERVER = { server: { capabilities: [], handlers: { hold: () => undefined } } };
@@ -23,7 +27,7 @@ async function nextHold(peer: {
 
 void test(
   "replies in any order, events between them: each call gets its own",
-  { timeout: 60_000 },
+  { timeout: Math.max(60_000, RUNS * 500) },
   async (t) => {
     await fc.assert(
       fc.asyncProperty(
@@ -62,14 +66,14 @@ void test(
           await s.client.disconnect();
         },
       ),
-      { numRuns: 60, timeout: 2000 },
+      { numRuns: RUNS, timeout: 2000 },
     );
   },
 );
 
 void test(
   "calls aborted at random points: their reason, late replies dropped quietly, nothing pending",
-  T,
+  { timeout: Math.max(T.timeout, RUNS * 500) },
   async (t) => {
     await fc.assert(
       fc.asyncProperty(
@@ -128,7 +132,7 @@ void test(
           await s.client.disconnect();
         },
       ),
-      { numRuns: 60, timeout: 2000 },
+      { numRuns: RUNS, timeout: 2000 },
     );
   },
 );

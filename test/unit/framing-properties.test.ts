@@ -8,9 +8,10 @@ import fc from "fast-check";
 
 import { DeserializationError, UnexpectedTypeError } from "../../src/errors.js";
 import { type Frame, JsonObjectScanner } from "../../src/framing.js";
+import { fuzzRuns } from "../helpers/common.js";
 
-/** How many cases each property runs (fast-check's default is 100). */
-const RUNS = 300;
+/** How many cases each property runs (fast-check's default is 100; `QMP_FUZZ_RUNS` overrides). */
+const RUNS = fuzzRuns(300);
 
 /** JSON objects as QEMU sends them: any keys (`__proto__` too), any JSON values, non-ASCII text. */
 const message = fc.dictionary(fc.string({ unit: "binary" }), fc.jsonValue({ maxDepth: 4 }), {
@@ -87,7 +88,7 @@ void test("a byte at a time gives the same messages as one chunk", () => {
       const bytewise = scan([...bytes].map((b) => Buffer.of(b)));
       assert.deepEqual(bytewise, whole);
     }),
-    { numRuns: 100 },
+    { numRuns: fuzzRuns(100) },
   );
 });
 
