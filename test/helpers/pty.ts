@@ -11,42 +11,31 @@ import { constants as osConstants } from "node:os";
 import { StringDecoder } from "node:string_decoder";
 import type { TestContext } from "node:test";
 import tty from "node:tty";
+import xterm from "@xterm/headless";
+
+const { Terminal } = xterm;
+type Terminal = InstanceType<typeof Terminal>;
 
 // ------------------------------------------------------------ the screen
 
-/** Where the parser is inside an escape sequence. */
-type ParserState =
-  | "ground"
-  | "escape" // after ESC
-  | "escapeIntermediate" // after ESC and one or more of 0x20-0x2f, e.g. "ESC ("
-  | "csi" // after ESC [
-  | "string" // inside OSC, DCS, SOS, PM or APC, up to BEL or ST
-  | "stringEscape"; // ESC inside such a string: "\" ends it
-
 /**
- * A tiny terminal emulator: the character grid of a terminal `cols` wide and
- * `rows` high, and its cursor, after the text written to it.
+ * What a terminal `cols` wide and `rows` high shows after the text written
+ * to it: a headless xterm (`@xterm/headless`, the emulator of VS Code's
+ * terminal), read back as text, with the cursor and the modes a full-screen
+ * program sets (alternate screen, hidden cursor, mouse tracking).
  *
- * It knows printable characters (one cell each: wide and combining characters
- * are not special), deferred auto-wrap as in xterm, CR, LF (cursor down,
- * scrolling at the bottom row; no implied CR), BS, TAB (stops every 8 columns),
- * and the CSI sequences `A B C D G H f K J`. Everything else (SGR, private
- * modes such as `ESC[?2004h`, OSC strings, other escapes, other C0 controls) is
- * parsed and ignored. Sequences may be split across {@link Screen.write} calls.
+ * xterm parses what it is given asynchronously: {@link Screen.write} takes a
+ * callback, and {@link Screen.flushed} resolves once everything written so
+ * far is on the screen.
  */
 export class Screen {
   /** The width in cells. */
   readonly cols: number;
   /** The height in cells. */
   readonly rows: number;
-  #grid: string[][];
-  #row = 0;
-  #col = 0;
-  /** A character was written in the last column: the next one goes on the next line. */
-  #pendingWrap = false;
-  #state: ParserState = "ground";
-  /** The parameter and intermediate characters of the CSI sequence being read. */
-  #csi = "";
+  /** The emulator itself, for what the methods here do not cover (cell colours, scrollback). */
+  readonly terminal: Terminal;
+  #cursorHidden = false;
 
   /**
    * An empty screen with the cursor at the top left.
@@ -59,22 +48,48 @@ export class Screen {
     }
     this.cols = cols;
     this.rows = rows;
-    this.#grid = Array.from({ length: rows }, () => this.#blankRow());
+    this.terminal = new Terminal({ cols, rows, scrollback: 10_000, allowProposedApi: true });
+    // DECTCEM (ESC[?25l / ESC[?25h): xterm keeps it internal, so watch it go by.
+    const watchCursor = (hidden: boolean) => (params: (number | number[])[]) => {
+      if (params.includes(25)) this.#cursorHidden = hidden;
+      return false; // and let xterm handle the sequence as usual
+    };
+    this.terminal.parser.registerCsiHandler({ prefix: "?", final: "l" }, watchCursor(true));
+    this.terminal.parser.registerCsiHandler({ prefix: "?", final: "h" }, watchCursor(false));
   }
 
-  /** The cursor position, 0-based (a copy). */
+  /** The cursor position on the screen, 0-based. */
   get cursor(): { row: number; col: number } {
-    return { row: this.#row, col: this.#col };
+    const b = this.terminal.buffer.active;
+    return { row: b.cursorY, col: b.cursorX };
   }
 
-  /** Interpret `text` (already decoded) as terminal output. */
-  write(text: string): void {
-    for (const ch of text) this.#feed(ch);
+  /** Whether the program hid the cursor (`ESC[?25l`) and has not shown it again. */
+  get cursorHidden(): boolean {
+    return this.#cursorHidden;
+  }
+
+  /** Whether the alternate screen (a full-screen program's) is showing. */
+  get alternate(): boolean {
+    return this.terminal.buffer.active.type === "alternate";
+  }
+
+  /** Interpret `text` as terminal output; `done` runs once it is on the screen. */
+  write(text: string, done?: () => void): void {
+    this.terminal.write(text, done);
+  }
+
+  /** Resolves once everything written so far is on the screen. */
+  flushed(): Promise<void> {
+    return new Promise((resolve) => this.terminal.write("", resolve));
   }
 
   /** Each row of the screen, trailing spaces trimmed. */
   lines(): string[] {
-    return this.#grid.map((cells) => cells.join("").replace(/ +$/, ""));
+    const b = this.terminal.buffer.active;
+    return Array.from({ length: this.rows }, (_, i) =>
+      (b.getLine(b.viewportY + i)?.translateToString(true) ?? "").replace(/ +$/, ""),
+    );
   }
 
   /** The rows joined with "\n", trailing spaces of each row and trailing empty rows dropped. */
@@ -82,169 +97,6 @@ export class Screen {
     const lines = this.lines();
     while (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
     return lines.join("\n");
-  }
-
-  #blankRow(): string[] {
-    return new Array<string>(this.cols).fill(" ");
-  }
-
-  #feed(ch: string): void {
-    const code = ch.codePointAt(0)!;
-    switch (this.#state) {
-      case "ground":
-        if (code < 0x20) this.#control(code);
-        else if (code < 0x7f || code > 0x9f) this.#print(ch);
-        // DEL and C1 controls: ignored.
-        return;
-      case "escape":
-        if (code < 0x20) this.#controlInSequence(code);
-        else if (ch === "[") {
-          this.#state = "csi";
-          this.#csi = "";
-        } else if (ch === "]" || ch === "P" || ch === "X" || ch === "^" || ch === "_") {
-          this.#state = "string";
-        } else if (code <= 0x2f) this.#state = "escapeIntermediate";
-        else this.#state = "ground"; // a two-character sequence: ignored
-        return;
-      case "escapeIntermediate":
-        if (code < 0x20) this.#controlInSequence(code);
-        else if (code >= 0x30) this.#state = "ground";
-        return;
-      case "csi":
-        if (code < 0x20) this.#controlInSequence(code);
-        else if (code <= 0x3f) this.#csi += ch;
-        else if (code <= 0x7e) {
-          this.#state = "ground";
-          this.#dispatchCsi(ch, this.#csi);
-        } else this.#state = "ground"; // not a valid sequence: dropped
-        return;
-      case "string":
-        if (code === 0x07 || code === 0x18 || code === 0x1a || code === 0x9c) {
-          this.#state = "ground";
-        } else if (code === 0x1b) this.#state = "stringEscape";
-        return;
-      case "stringEscape":
-        if (ch === "\\") this.#state = "ground";
-        else {
-          // ESC ends the string and starts a new sequence.
-          this.#state = "escape";
-          this.#feed(ch);
-        }
-        return;
-    }
-  }
-
-  /** A C0 control met inside an escape sequence: ESC restarts, CAN and SUB abort, others act. */
-  #controlInSequence(code: number): void {
-    if (code === 0x1b) this.#state = "escape";
-    else if (code === 0x18 || code === 0x1a) this.#state = "ground";
-    else this.#control(code);
-  }
-
-  #control(code: number): void {
-    switch (code) {
-      case 0x08: // BS
-        this.#pendingWrap = false;
-        if (this.#col > 0) this.#col--;
-        return;
-      case 0x09: // TAB
-        this.#pendingWrap = false;
-        this.#col = Math.min(this.cols - 1, (Math.floor(this.#col / 8) + 1) * 8);
-        return;
-      case 0x0a: // LF, VT, FF
-      case 0x0b:
-      case 0x0c:
-        this.#pendingWrap = false;
-        this.#lineFeed();
-        return;
-      case 0x0d: // CR
-        this.#pendingWrap = false;
-        this.#col = 0;
-        return;
-      case 0x1b:
-        this.#state = "escape";
-        return;
-      default: // BEL and the rest: ignored
-        return;
-    }
-  }
-
-  #print(ch: string): void {
-    if (this.#pendingWrap) {
-      this.#pendingWrap = false;
-      this.#col = 0;
-      this.#lineFeed();
-    }
-    this.#grid[this.#row]![this.#col] = ch;
-    if (this.#col === this.cols - 1) this.#pendingWrap = true;
-    else this.#col++;
-  }
-
-  #lineFeed(): void {
-    if (this.#row < this.rows - 1) {
-      this.#row++;
-      return;
-    }
-    this.#grid.shift();
-    this.#grid.push(this.#blankRow());
-  }
-
-  #dispatchCsi(final: string, body: string): void {
-    // Private modes (`?`, `>`, ...), intermediates and sub-parameters: not ours.
-    if (!/^[0-9;]*$/.test(body)) return;
-    const params = body === "" ? [] : body.split(";").map((p) => (p === "" ? 0 : Number(p)));
-    /** Parameter `i`, 0 or missing meaning 1 (counts and 1-based positions). */
-    const count = (i: number): number => Math.max(1, params[i] ?? 0);
-    const mode = params[0] ?? 0;
-    const clampRow = (row: number): number => Math.min(this.rows - 1, Math.max(0, row));
-    const clampCol = (col: number): number => Math.min(this.cols - 1, Math.max(0, col));
-    switch (final) {
-      case "A":
-        this.#row = clampRow(this.#row - count(0));
-        break;
-      case "B":
-        this.#row = clampRow(this.#row + count(0));
-        break;
-      case "C":
-        this.#col = clampCol(this.#col + count(0));
-        break;
-      case "D":
-        this.#col = clampCol(this.#col - count(0));
-        break;
-      case "G":
-        this.#col = clampCol(count(0) - 1);
-        break;
-      case "H":
-      case "f":
-        this.#row = clampRow(count(0) - 1);
-        this.#col = clampCol(count(1) - 1);
-        break;
-      case "K":
-        this.#eraseInLine(this.#row, mode);
-        break;
-      case "J":
-        if (mode === 0) {
-          this.#eraseInLine(this.#row, 0);
-          for (let r = this.#row + 1; r < this.rows; r++) this.#grid[r] = this.#blankRow();
-        } else if (mode === 1) {
-          for (let r = 0; r < this.#row; r++) this.#grid[r] = this.#blankRow();
-          this.#eraseInLine(this.#row, 1);
-        } else if (mode === 2) {
-          this.#grid = Array.from({ length: this.rows }, () => this.#blankRow());
-        } else return; // 3 (scrollback) and unknown modes: nothing on screen changes
-        break;
-      default: // SGR (m) and everything else: ignored
-        return;
-    }
-    this.#pendingWrap = false;
-  }
-
-  /** EL: 0 = cursor to end of line, 1 = start of line to cursor (inclusive), 2 = whole line. */
-  #eraseInLine(row: number, mode: number): void {
-    const cells = this.#grid[row]!;
-    if (mode === 0) cells.fill(" ", this.#col);
-    else if (mode === 1) cells.fill(" ", 0, this.#col + 1);
-    else if (mode === 2) cells.fill(" ");
   }
 }
 
@@ -504,8 +356,7 @@ export async function spawnInPty(
     const text = decoder.write(chunk);
     if (text === "") return;
     raw += text;
-    screen.write(text);
-    notify();
+    screen.write(text, notify);
   });
   stream.on("error", (err: NodeJS.ErrnoException) => {
     if (err.code !== "EIO") readError = err;
@@ -513,11 +364,9 @@ export async function spawnInPty(
   const closed = new Promise<void>((resolve) => {
     stream.once("close", () => {
       const rest = decoder.end();
-      if (rest !== "") {
-        raw += rest;
-        screen.write(rest);
-      }
-      resolve();
+      raw += rest;
+      // Resolved once the last output is on the screen.
+      screen.write(rest, resolve);
     });
   });
 
