@@ -19,7 +19,9 @@ export type QMPErrorCode =
   | TransportErrorCode
   | QueueFullError["code"]
   | ConnectCancelledError["code"]
-  | ValidationError["code"];
+  | ValidationError["code"]
+  | TranscriptError["code"]
+  | TranscriptMismatchError["code"];
 
 /** Codes of {@link TransportError} and its subclasses. */
 export type TransportErrorCode = "QMP_ERR_TRANSPORT" | "QMP_ERR_ADDRESS_IN_USE";
@@ -415,6 +417,61 @@ export class ProcessExitedError extends QMPError {
     this.exitCode = exit.exitCode;
     this.signal = exit.signal;
     this.stderr = exit.stderr;
+  }
+}
+
+/**
+ * A transcript (JSON lines of `{"dir", "t", "msg"}` entries, see
+ * `parseTranscript`) is malformed: a line that is not JSON, or an entry of
+ * the wrong shape. The message names the line (or, for entries given as an
+ * array, the entry's index).
+ */
+export class TranscriptError extends QMPError {
+  override readonly name: string = "TranscriptError";
+  override readonly code = "QMP_ERR_TRANSCRIPT" as const;
+  /** The 1-based line of the bad entry; `undefined` for entries given as an array. */
+  readonly line: number | undefined;
+  /** The 0-based index of the bad entry among the entries (blank lines not counted). */
+  readonly index: number;
+
+  constructor(message: string, index: number, line: number | undefined, options?: ErrorOptions) {
+    super(message, options);
+    this.index = index;
+    this.line = line;
+  }
+}
+
+/**
+ * Replaying a transcript (`ReplayServer` of `qmp/testing`), the client did
+ * not do what the transcript says: it sent a different message
+ * (`expected` and `actual` both set), a message after the transcript's end
+ * (`expected` undefined), or nothing where a message was due, because the
+ * connection or the server was closed first (`actual` undefined: the
+ * transcript was not finished).
+ */
+export class TranscriptMismatchError extends QMPError {
+  override readonly name: string = "TranscriptMismatchError";
+  override readonly code = "QMP_ERR_TRANSCRIPT_MISMATCH" as const;
+  /** The 0-based index of the entry that was due (the entries' length past the end). */
+  readonly index: number;
+  /** Its 1-based line in the transcript file; `undefined` for entries given as an array, or past the end. */
+  readonly line: number | undefined;
+  /** The recorded message that was due; `undefined` past the end of the transcript. */
+  readonly expected: Record<string, unknown> | undefined;
+  /** What the client sent; `undefined` when nothing came (the transcript was not finished). */
+  readonly actual: Record<string, unknown> | undefined;
+
+  constructor(
+    message: string,
+    where: { index: number; line: number | undefined },
+    expected: Record<string, unknown> | undefined,
+    actual: Record<string, unknown> | undefined,
+  ) {
+    super(message);
+    this.index = where.index;
+    this.line = where.line;
+    this.expected = expected;
+    this.actual = actual;
   }
 }
 

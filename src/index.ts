@@ -76,6 +76,8 @@ export {
   ConnectCancelledError,
   ValidationError,
   SyncError,
+  TranscriptError,
+  TranscriptMismatchError,
   type ValidationProblem,
   type ProcessExit,
   type TransportErrorCode,
@@ -104,5 +106,7 @@ export type {
   QMPEvent,
 } from "./message.js";
 export { redact, REDACTED, type Logger, type CallOptions } from "./util.js";
-export { type RetryOptions } from "./retry.js";
+// Session transcripts: the `record` option writes them, `ReplayServer` (qmp/testing) plays them.
+export { parseTranscript, readTranscript, type TranscriptEntry } from "./transcript.js";
+export { type RetryInfo, type RetryOptions } from "./retry.js";
 export { QMPSupervisor, type SupervisorOptions, type SupervisorEvents } from "./supervisor.js";

@@ -4,6 +4,7 @@ import type { RetryOptions } from "./retry.js";
 import type { Runstate } from "./runstate.js";
 import type { ListenOptions } from "./listener.js";
 import type { TlsConnectOptions } from "./transport.js";
+import { type TranscriptEntry, checkRecordOption } from "./transcript.js";
 import { type CallOptions, checkTimeout, typeName } from "./util.js";
 import type { Logger } from "./util.js";
 
@@ -39,6 +40,19 @@ export interface ProtocolOptions {
    * bytes in memory are bounded by the socket's buffer, not by this.
    */
   maxQueuedMessages?: number | undefined;
+  /**
+   * Record a transcript of every session: each message sent and received,
+   * secrets redacted (see `redact()`), as a {@link TranscriptEntry}. A
+   * string is a file that each entry is appended to as a line of JSON
+   * (created with mode 0600; opened when a session has its first message,
+   * closed when the session ends); a function is given each entry. `t`
+   * counts from the moment each session's connection came up. Recording
+   * never breaks the client: a failure (the file cannot be written, the
+   * function throws) is logged once as a warning and recording stops until
+   * the next session. Replay one with `ReplayServer` (`qmp/testing`).
+   * Default: none.
+   */
+  record?: string | ((entry: TranscriptEntry) => void) | undefined;
 }
 
 /** Options of `connect()`. */
@@ -106,6 +120,7 @@ export function checkProtocolOptions(options: ProtocolOptions): void {
   if (options.name !== undefined && typeof options.name !== "string") {
     throw new TypeError(`name must be a string, got ${typeName(options.name)}`);
   }
+  checkRecordOption(options.record);
   checkTimeout(options.timeout, "timeout");
   checkTimeout(options.disconnectTimeout, "disconnectTimeout");
   const size = options.maxMessageSize;

@@ -96,7 +96,8 @@ export abstract class Protocol<TMessage extends object>
     checkProtocolOptions(options);
     this.name = options.name;
     this.logger = options.logger ?? debugLogger;
-    this.#observe = new Observer(this, this.name, this.logger, options.trace ?? debugEnabled());
+    const trace = options.trace ?? debugEnabled();
+    this.#observe = new Observer(this, this.name, this.logger, trace, options.record);
     this.defaultTimeout = options.timeout;
     this.#limits = {
       maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE,
@@ -496,6 +497,7 @@ export abstract class Protocol<TMessage extends object>
     // The client is the session's hooks itself: nothing more to allocate per session.
     const session = new Session<TMessage>(stream, this.#limits, this);
     this.#session = session;
+    this.#observe.sessionStarted();
     return session;
   }
 

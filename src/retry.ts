@@ -5,7 +5,7 @@ import type { Duplex } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import { type ProcessExit, ProcessExitedError, describe } from "./errors.js";
 import type { SocketAddress } from "./transport.js";
-import { deadline } from "./util.js";
+import { deadline, typeName } from "./util.js";
 
 /**
  * Options of `connect(address, { retry })`: try again, with exponential
@@ -34,6 +34,22 @@ export interface RetryOptions {
    * the child's stderr too (which puts that stream in flowing mode).
    */
   process?: number | ChildProcess | undefined;
+  /**
+   * Told of each failed attempt that will be tried again, before the wait:
+   * the attempt's number (from 1), the wait in milliseconds and the error
+   * (to show "retry #2 in 2 s"). What it throws is ignored.
+   */
+  onRetry?: ((retry: RetryInfo) => void) | undefined;
+}
+
+/** What {@link RetryOptions.onRetry} is told. */
+export interface RetryInfo {
+  /** The attempt that failed, from 1. */
+  attempt: number;
+  /** Milliseconds until the next attempt. */
+  delay: number;
+  /** Why it failed. */
+  error: unknown;
 }
 
 /** {@link RetryOptions} with the defaults filled in and checked. */
@@ -42,6 +58,7 @@ export interface RetryPolicy {
   maxDelay: number;
   attempts: number;
   process: number | ChildProcess | undefined;
+  onRetry: ((retry: RetryInfo) => void) | undefined;
 }
 
 /**
@@ -65,7 +82,11 @@ export function retryPolicy(retry: true | RetryOptions, address?: SocketAddress)
     maxDelay: options.maxDelay ?? Math.max(1000, options.delay ?? 0),
     attempts: options.attempts ?? Infinity,
     process: options.process,
+    onRetry: options.onRetry,
   };
+  if (policy.onRetry !== undefined && typeof policy.onRetry !== "function") {
+    throw new TypeError(`retry.onRetry must be a function, got ${typeName(policy.onRetry)}`);
+  }
   for (const key of ["delay", "maxDelay"] as const) {
     if (!(policy[key] >= 0) || policy[key] === Infinity) {
       throw new RangeError(`retry.${key} must be a number of milliseconds, got ${policy[key]}`);
@@ -300,6 +321,11 @@ export async function openWithRetry(
       }
       const wait = backoff.next();
       log(`Connect attempt ${attempt} failed (${describe(lastError)}); retrying in ${wait} ms`);
+      try {
+        policy.onRetry?.({ attempt, delay: wait, error: lastError });
+      } catch {
+        // A listener's failure must not end the retries.
+      }
       // An abort or an exit ends the wait early; the top of the loop says which.
       await sleep(wait, either).catch(() => {});
     }

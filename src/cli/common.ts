@@ -1,6 +1,6 @@
 // What the `qmp` subcommands share: their I/O, exit statuses, addresses and option values.
 
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync } from "node:fs";
 import { DeserializationError, GreetingError, type InetAddress, parseAddress } from "../index.js";
 
 /** Where a subcommand writes and what environment it sees (the process's, or a test's). */
@@ -185,6 +185,17 @@ export function isTimeout(err: unknown): boolean {
 /** The message of an error, or its text. */
 export function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Make sure a `--record` transcript can be appended to before connecting:
+ * open it (created with mode 0600 if missing) and close it again. The
+ * client opens it itself once the session has its first message.
+ *
+ * @throws the file system's error (`EACCES`, `EISDIR`, `ENOENT` for a missing directory, …).
+ */
+export function checkRecordFile(path: string): void {
+  closeSync(openSync(path, "a", 0o600));
 }
 
 /** Write one line. */

@@ -6,6 +6,7 @@ import {
   type CliIO,
   ExitStatus,
   UsageError,
+  checkRecordFile,
   connectFailure,
   deadline,
   describe,
@@ -39,11 +40,12 @@ out, QMP_SOCKET gives it; the first word is then taken as ADDRESS only if it
 holds a "/" or a ":".
 
 Options:
-  -g, --ga ADDRESS  talk to the guest agent (qemu-ga) at ADDRESS
-  -t, --timeout S   give up after S seconds (connecting included)
-  -p, --pretty      indent the JSON output
-  -v, --verbose     echo the message sent, as JSON, on stderr
-  -h, --help        show this help
+  -g, --ga ADDRESS    talk to the guest agent (qemu-ga) at ADDRESS
+  -t, --timeout S     give up after S seconds (connecting included)
+  -p, --pretty        indent the JSON output
+  -v, --verbose       echo the message sent, as JSON, on stderr
+      --record FILE   append a replayable transcript to FILE (secrets redacted)
+  -h, --help          show this help
 
 Exit status:
   0  success
@@ -62,6 +64,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     pretty: boolean;
     verbose: boolean;
     ga: string | undefined;
+    record: string | undefined;
   };
   let words: string[];
   try {
@@ -74,6 +77,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
         timeout: { type: "string", short: "t" },
         pretty: { type: "boolean", short: "p", default: false },
         verbose: { type: "boolean", short: "v", default: false },
+        record: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -86,7 +90,9 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
       pretty: parsed.values.pretty,
       verbose: parsed.values.verbose,
       ga: parsed.values.ga,
+      record: parsed.values.record,
     };
+    if (options.record === "") throw new UsageError("--record needs a file name");
     words = parsed.positionals;
   } catch (err) {
     return usage(io, "exec", optionError(err));
@@ -120,11 +126,21 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     return usage(io, "exec", describe(err));
   }
 
+  if (options.record !== undefined) {
+    try {
+      checkRecordFile(options.record);
+    } catch (err) {
+      writeLine(io.stderr, `qmp exec: cannot write the transcript: ${describe(err)}`);
+      return ExitStatus.USAGE;
+    }
+  }
+
   const seconds = options.timeout === undefined ? "" : `${options.timeout / 1000} s`;
   const limit = deadline(options.timeout);
   const signal = limit.signal;
   const ga = options.ga !== undefined;
-  const client = ga ? new QGAClient({ name: "qmp exec" }) : new QMPClient({ name: "qmp exec" });
+  const clientOptions = { name: "qmp exec", record: options.record };
+  const client = ga ? new QGAClient(clientOptions) : new QMPClient(clientOptions);
   try {
     // A guest agent sends no greeting: nothing to hint about while waiting for one.
     const hint = ga ? () => {} : greetingHint(io, "exec", address.text);

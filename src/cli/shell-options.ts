@@ -31,6 +31,7 @@ const SHELL_OPTIONS = `  -H, --hmp               HMP mode: lines are human monit
   -p, --pretty            indent JSON output
   -v, --verbose           print each message sent, as JSON
   -l, --log FILE          append each exchange to FILE as JSON lines (secrets redacted)
+      --record FILE       append a replayable transcript to FILE (secrets redacted)
       --history FILE      keep the history in FILE (default ~/.qmp_history; "" for none)`;
 
 /** `qmp shell --help`. */
@@ -91,6 +92,8 @@ export interface ShellOptions {
   pretty: boolean;
   verbose: boolean;
   log: string | undefined;
+  /** `--record`: the transcript file (the client's `record` option); `undefined` for none. */
+  record: string | undefined;
   /** The history file; `undefined` for none. */
   history: string | undefined;
 }
@@ -101,6 +104,7 @@ const OPTION_SPEC = {
   pretty: { type: "boolean", short: "p", default: false },
   verbose: { type: "boolean", short: "v", default: false },
   log: { type: "string", short: "l" },
+  record: { type: "string" },
   history: { type: "string" },
   help: { type: "boolean", short: "h", default: false },
 } as const;
@@ -204,6 +208,7 @@ function shellOptions(
     pretty: boolean;
     verbose: boolean;
     log?: string | undefined;
+    record?: string | undefined;
     history?: string | undefined;
   },
   env: NodeJS.ProcessEnv,
@@ -214,6 +219,7 @@ function shellOptions(
   }
   if (ga && values.hmp) throw new Error("-H (HMP) is QEMU's: it cannot go with --ga");
   if (values.log === "") throw new Error("--log needs a file name");
+  if (values.record === "") throw new Error("--record needs a file name");
   const home = env["HOME"] ?? homedir();
   const history = values.history ?? join(home, ".qmp_history");
   return {
@@ -223,6 +229,7 @@ function shellOptions(
     pretty: values.pretty,
     verbose: values.verbose,
     log: values.log,
+    record: values.record,
     history: history === "" ? undefined : history,
   };
 }

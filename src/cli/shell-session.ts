@@ -69,12 +69,13 @@ export class Shell {
     this.#interactive = isTTY(io.stdin) && isTTY(io.stdout);
     this.#completer = initialCompleter(options);
     this.#client = options.ga
-      ? new QGAClient({ name: "qmp shell", logger: this.#logger() })
+      ? new QGAClient({ name: "qmp shell", logger: this.#logger(), record: options.record })
       : new QMPClient({
           name: "qmp shell",
           negotiate: options.negotiate,
           awaitGreeting: options.negotiate,
           logger: this.#logger(),
+          record: options.record,
         });
     this.#lines = new LineRunner(this.#client, options, {
       tx: this.#tx,

@@ -1,7 +1,21 @@
 // `qmp shell` and `qmp wrap`: parse the arguments, start the session, end the process the right way.
 
-import { type ExitStatus as Status, ExitStatus, optionError, usage } from "./common.js";
-import { SHELL_HELP, WRAP_HELP, parseShellArgs, parseWrapArgs } from "./shell-options.js";
+import {
+  type ExitStatus as Status,
+  ExitStatus,
+  checkRecordFile,
+  describe,
+  optionError,
+  usage,
+  writeLine,
+} from "./common.js";
+import {
+  SHELL_HELP,
+  WRAP_HELP,
+  type ShellOptions,
+  parseShellArgs,
+  parseWrapArgs,
+} from "./shell-options.js";
 import { Shell, type ShellIO } from "./shell-session.js";
 
 export { SHELL_HELP, WRAP_HELP, type ShellIO };
@@ -22,6 +36,7 @@ export async function runShell(args: string[], io: ShellIO): Promise<Status> {
     io.stdout.write(SHELL_HELP);
     return ExitStatus.OK;
   }
+  if (!recordable(parsed.options, "shell", io)) return ExitStatus.USAGE;
   const shell = new Shell("shell", parsed.options, io);
   const status =
     parsed.address === undefined
@@ -47,8 +62,21 @@ export async function runWrap(args: string[], io: ShellIO): Promise<Status> {
     io.stdout.write(WRAP_HELP);
     return ExitStatus.OK;
   }
+  if (!recordable(parsed.options, "wrap", io)) return ExitStatus.USAGE;
   const shell = new Shell("wrap", parsed.options, io);
   return hangUpOr(shell, io, await shell.runLaunched(parsed.argv, false));
+}
+
+/** Whether the `--record` transcript, if any, can be written (else says why on stderr). */
+function recordable(options: ShellOptions, command: string, io: ShellIO): boolean {
+  if (options.record === undefined) return true;
+  try {
+    checkRecordFile(options.record);
+    return true;
+  } catch (err) {
+    writeLine(io.stderr, `qmp ${command}: cannot write the transcript: ${describe(err)}`);
+    return false;
+  }
 }
 
 /**

@@ -1,12 +1,11 @@
 // A scriptable fake QMP server for tests: greeting, command handlers, events and raw bytes on demand.
 
-import { mkdtempSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { JsonObjectScanner } from "../framing.js";
 import type { Greeting, JsonValue } from "../message.js";
 import type { InetAddress } from "../transport.js";
+import { listenAt } from "./listen.js";
 import {
   type CheckedPlan,
   type Fault,
@@ -350,23 +349,7 @@ export class FakeQMPServer {
     address?: string | InetAddress,
   ): Promise<FakeQMPServer> {
     checkFaultPlan(options.faults);
-    let dir: string | undefined;
-    let where = address;
-    if (where === undefined) {
-      dir = mkdtempSync(join(tmpdir(), "qmp-fake-"));
-      where = join(dir, "qmp.sock");
-    }
-    const server = net.createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      if (typeof where === "string") server.listen(where, resolve);
-      else server.listen({ host: where.host, port: where.port }, resolve);
-    });
-    let bound: string | InetAddress = where;
-    if (typeof where !== "string") {
-      const a = server.address() as net.AddressInfo;
-      bound = { host: where.host, port: a.port };
-    }
+    const { server, dir, address: bound } = await listenAt(address, "qmp-fake-");
     return new FakeQMPServer(server, dir, bound, options);
   }
 

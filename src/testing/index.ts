@@ -1,4 +1,4 @@
-// The public test kit: a fake QMP server for users' own tests (`qmp/testing`).
+// The public test kit (`qmp/testing`): a fake QMP server and a transcript replayer for users' own tests.
 
 export {
   FakeQMPServer,
@@ -10,3 +10,5 @@ export {
   type HandlerResult,
 } from "./fake-server.js";
 export { checkFaults, type Fault, type FaultKind, type FaultPlan, type Faults } from "./faults.js";
+export { ReplayServer, type ReplayServerOptions } from "./replay.js";
+export { TranscriptMismatchError } from "../errors.js";

@@ -200,6 +200,42 @@ void test("attempts: 1 is a single attempt; the error is the usual ConnectError"
   assert.equal(client.runstate, Runstate.IDLE);
 });
 
+void test(
+  "onRetry is told each attempt that will be tried again, with its wait; a throwing one is ignored",
+  T,
+  async (t) => {
+    const path = join(tempDir(t), "never.sock");
+    const client = newClient(t);
+    const told: { attempt: number; delay: number; code: unknown }[] = [];
+    const onRetry = ({
+      attempt,
+      delay,
+      error,
+    }: {
+      attempt: number;
+      delay: number;
+      error: unknown;
+    }) => {
+      told.push({ attempt, delay, code: (error as { code?: unknown }).code });
+      throw new Error("a listener's bug");
+    };
+    const err = await rejection(
+      client.connect(path, { retry: { delay: 20, maxDelay: 20, attempts: 3, onRetry } }),
+    );
+    assert.ok(err instanceof ConnectError);
+    assert.deepEqual(
+      told.map((r) => [r.attempt, r.code]),
+      [
+        [1, "ENOENT"],
+        [2, "ENOENT"],
+      ],
+    );
+    // The wait as taken: 20 ms less up to 10 % jitter.
+    for (const r of told) assert.ok(r.delay >= 18 && r.delay <= 20, String(r.delay));
+    assert.equal(client.runstate, Runstate.IDLE);
+  },
+);
+
 // ------------------------------------------------------------------ abort, timeout, disconnect
 
 void test(
@@ -466,6 +502,8 @@ void test("bad retry options throw before anything happens", T, async (t) => {
   await assert.rejects(client.connect(path, { retry: { process: -1 } }), TypeError);
   const notAChild = {} as unknown as ChildProcess;
   await assert.rejects(client.connect(path, { retry: { process: notAChild } }), TypeError);
+  const notAFunction = "x" as unknown as () => void;
+  await assert.rejects(client.connect(path, { retry: { onRetry: notAFunction } }), TypeError);
   assert.deepEqual(seen, []);
   assert.equal(client.runstate, Runstate.IDLE);
 });

@@ -29,6 +29,8 @@ import {
   SessionEndedError,
   StateError,
   UnexpectedTypeError,
+  TranscriptError,
+  TranscriptMismatchError,
 } from "../../src/index.js";
 
 type AnyErrorClass = abstract new (...args: never[]) => Error;
@@ -172,6 +174,19 @@ const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol:
     cls: ValidationError,
     make: () => new ValidationError("device_del", [{ path: "id", message: "missing" }]),
     code: "QMP_ERR_VALIDATION",
+    protocol: false,
+  },
+  {
+    cls: TranscriptError,
+    make: () => new TranscriptError("line 2: not JSON", 1, 2),
+    code: "QMP_ERR_TRANSCRIPT",
+    protocol: false,
+  },
+  {
+    cls: TranscriptMismatchError,
+    make: () =>
+      new TranscriptMismatchError("m", { index: 3, line: 4 }, { execute: "stop" }, undefined),
+    code: "QMP_ERR_TRANSCRIPT_MISMATCH",
     protocol: false,
   },
 ];
