@@ -198,7 +198,12 @@ export class QMPSupervisor extends EventEmitter<SupervisorEvents> {
    */
   async #connect(signal: AbortSignal): Promise<void> {
     const policy = this.#policy;
-    const retry = { delay: policy.delay, maxDelay: policy.maxDelay, attempts: policy.attempts };
+    const retry = {
+      delay: policy.delay,
+      maxDelay: policy.maxDelay,
+      attempts: policy.attempts,
+      onRetry: policy.onRetry,
+    };
     const backoff = new Backoff(policy);
     for (let attempt = 1; ; attempt++) {
       try {

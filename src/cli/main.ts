@@ -5,6 +5,7 @@ import { ExitStatus, version, writeLine } from "./common.js";
 import { EVENTS_HELP, runEvents } from "./events.js";
 import { EXEC_HELP, runExec } from "./exec.js";
 import { SHELL_HELP, type ShellIO, WRAP_HELP, runShell, runWrap } from "./shell.js";
+import { TUI_HELP, runTui } from "./tui/tui.js";
 
 /** `qmp --help`. */
 export const MAIN_HELP = `Usage: qmp COMMAND [options] [ARGS ...]
@@ -13,6 +14,7 @@ A client for the QEMU Machine Protocol (QMP).
 
 Commands:
   shell [ADDRESS]                           the interactive shell (a throwaway QEMU without ADDRESS)
+  tui [ADDRESS]                             the full-screen console (a throwaway QEMU without ADDRESS)
   wrap -- QEMU-COMMAND [ARGS ...]           start QEMU connected to a shell
   exec [ADDRESS] COMMAND [key=value ...]    run one QMP command, print its return value as JSON
   events [ADDRESS]                          print QMP events as JSON lines
@@ -34,6 +36,7 @@ export const HELP: Readonly<Record<string, string>> = {
   exec: EXEC_HELP,
   events: EVENTS_HELP,
   shell: SHELL_HELP,
+  tui: TUI_HELP,
   wrap: WRAP_HELP,
 };
 
@@ -63,6 +66,8 @@ export async function main(argv: string[], io: ShellIO = processIO()): Promise<n
       return withStopSignal((stop) => runEvents(rest, io, stop));
     case "shell":
       return runShell(rest, io);
+    case "tui":
+      return runTui(rest, io);
     case "codegen":
       return runCodegen(rest, io);
     case "wrap":

@@ -87,7 +87,7 @@ export class Screen {
   /** Each row of the screen, trailing spaces trimmed. */
   lines(): string[] {
     const b = this.terminal.buffer.active;
-    return Array.from({ length: this.rows }, (_, i) =>
+    return Array.from({ length: this.terminal.rows }, (_, i) =>
       (b.getLine(b.viewportY + i)?.translateToString(true) ?? "").replace(/ +$/, ""),
     );
   }

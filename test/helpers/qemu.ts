@@ -3,7 +3,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Socket } from "node:net";
@@ -256,4 +256,29 @@ export async function startQemuWithControl(
     ],
   });
   return { qemu, control };
+}
+
+/** `-chardev`/`-mon` arguments for a QMP monitor listening on the UNIX socket `path`. */
+export function qmpArgs(path: string): string[] {
+  return [
+    "-chardev",
+    `socket,id=qmp,path=${path},server=on,wait=off`,
+    "-mon",
+    "chardev=qmp,mode=control",
+  ];
+}
+
+/**
+ * The `--qemu` binary for a throwaway QEMU of `qmp shell` or `qmp tui`: the
+ * QEMU under test, or, when it needs `-L` (an unpacked QEMU), a script in a
+ * temp dir that runs it with that.
+ */
+export function throwawayBinary(t: TestContext): string {
+  const data = qemuDataArgs();
+  if (data.length === 0) return qemuBinary();
+  const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+  const path = join(tempDir(t), "qemu");
+  const words = [qemuBinary(), ...data].map(quote).join(" ");
+  writeFileSync(path, `#!/bin/sh\nexec ${words} "$@"\n`, { mode: 0o755 });
+  return path;
 }

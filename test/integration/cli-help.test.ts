@@ -64,7 +64,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.deepEqual(commands, table);
   assert.deepEqual(
     commands.map((c) => c.split(" ")[1]),
-    ["shell", "wrap", "exec", "events", "codegen"],
+    ["shell", "tui", "wrap", "exec", "events", "codegen"],
   );
   assert.deepEqual(helpOptions(r.stdout), ["-h, --help", "-V, --version"]);
   assert.match(r.stdout, /^ {2}-h, --help {8}show this help$/m);
@@ -73,7 +73,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.ok(cli.includes("`QMP_SOCKET`") && r.stdout.includes("QMP_SOCKET"));
 });
 
-for (const command of ["exec", "events", "shell", "wrap", "codegen"]) {
+for (const command of ["exec", "events", "shell", "tui", "wrap", "codegen"]) {
   void test(`qmp ${command} --help matches the README's options table`, async (t) => {
     const r = await qmp(t, [command, "--help"]);
     assert.equal(r.code, 0);
@@ -181,6 +181,12 @@ void test("usage errors are one line and a pointer to --help, exit 2", async (t)
     [["wrap", "-p", "--"], "qmp wrap: no QEMU command given"],
     [["wrap", "--qemu", "x", "--", "qemu"], "qmp wrap: unknown option '--qemu'\n"],
     [["wrap", "--", "qemu", "-daemonize"], "qmp wrap: QEMU must stay in the foreground"],
+    [["tui", "--bogus"], "qmp tui: unknown option '--bogus'\n"],
+    [["tui", "a.sock", "b.sock"], "qmp tui: unexpected argument 'b.sock'"],
+    [["tui", "-n", "x"], "qmp tui: --num-retries needs a positive integer, got 'x'"],
+    [["tui", "-r", "0"], "qmp tui: --retry-delay needs a positive number of seconds, got '0'"],
+    [["tui", "--qemu", "q", "/run/vm.sock"], "qmp tui: --qemu is for the throwaway QEMU"],
+    [["tui", "-l", ""], "qmp tui: --log-file needs a file name"],
   ];
   for (const [args, message] of cases) {
     const r = await qmp(t, args, { stdin: "" });
@@ -212,6 +218,13 @@ void test("wrap: a QEMU binary that does not exist is a one-line error, exit 2",
   });
   // Its private socket directory is gone too.
   assert.deepEqual(readdirSync(env["TMPDIR"]!), []);
+});
+
+void test("tui: without a terminal it says so, exit 2", async (t) => {
+  const r = await qmp(t, ["tui", "/run/vm1.qmp"], { stdin: "" });
+  assert.equal(r.code, 2);
+  assert.equal(r.stdout, "");
+  assert.equal(r.stderr, "qmp tui: needs a terminal (use qmp shell or qmp exec in scripts)\n");
 });
 
 void test("shell: an address nobody listens on is a connection error, exit 2", async (t) => {

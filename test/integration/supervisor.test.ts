@@ -169,6 +169,28 @@ void test(
   },
 );
 
+void test("retry.onRetry is told of each reconnect attempt that failed", T, async (t) => {
+  const path = join(tempDir(t), "qmp.sock");
+  const server = await serverAt(t, path);
+  const client = newClient(t);
+  const attempts: number[] = [];
+  let third!: () => void;
+  const thirdSeen = new Promise<void>((resolve) => (third = resolve));
+  const onRetry = ({ attempt }: { attempt: number }): void => {
+    attempts.push(attempt);
+    if (attempt === 3) third();
+  };
+  const supervisor = newSupervisor(t, client, path, { retry: { delay: 1, maxDelay: 5, onRetry } });
+  await supervisor.start();
+  assert.deepEqual(attempts, []);
+  await server.close();
+  await thirdSeen;
+  const reconnected = once(supervisor, "reconnected");
+  await serverAt(t, path);
+  await reconnected;
+  assert.deepEqual(attempts.slice(0, 3), [1, 2, 3]);
+});
+
 void test("stop() during the back-off ends it at once; the client stays IDLE", T, async (t) => {
   const path = join(tempDir(t), "qmp.sock");
   const server = await serverAt(t, path);

@@ -10,14 +10,13 @@ import { type PtyExit, type PtyProcess, spawnInPty } from "../helpers/pty.js";
 import { startQga } from "../helpers/qga.js";
 import {
   asObject,
-  qemuBinary,
-  qemuDataArgs,
   qemuVersionInfo,
   startQemu,
   startQemuWithControl,
   withHomeDir,
   tempDir,
   testClient,
+  throwawayBinary,
 } from "../helpers/qemu.js";
 
 const T = { timeout: 30_000 };
@@ -143,20 +142,6 @@ function waitForLineAt(pty: PtyProcess, row: string, col: number, what: string):
       pty.screen.cursor.col === col,
     { what },
   );
-}
-
-/**
- * The `--qemu` binary for a throwaway QEMU: the QEMU under test, or, when it
- * needs `-L` (an unpacked QEMU), a script in a temp dir that runs it with that.
- */
-function throwawayBinary(t: TestContext): string {
-  const data = qemuDataArgs();
-  if (data.length === 0) return qemuBinary();
-  const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-  const path = join(tempDir(t), "qemu");
-  const words = [qemuBinary(), ...data].map(quote).join(" ");
-  writeFileSync(path, `#!/bin/sh\nexec ${words} "$@"\n`, { mode: 0o755 });
-  return path;
 }
 
 /** Options of {@link startShell}. */

@@ -22,19 +22,10 @@ import {
   startQemu,
   tempDir,
   testClient,
+  qmpArgs,
 } from "../helpers/qemu.js";
 
 const T = { timeout: 30_000 };
-
-/** `-chardev`/`-mon` arguments for a QMP monitor listening on `path`. */
-function qmpArgs(path: string): string[] {
-  return [
-    "-chardev",
-    `socket,id=qmp,path=${path},server=on,wait=off`,
-    "-mon",
-    "chardev=qmp,mode=control",
-  ];
-}
 
 /** Spawn QEMU with stderr piped, without waiting for it; killed after the test. */
 function spawnQemu(t: TestContext, args: string[]): ChildProcess {
