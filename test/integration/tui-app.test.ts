@@ -83,6 +83,17 @@ void test("Enter sends a command with an id; the reply follows; JSON keys and st
   assert.equal(row.getCell(at('"query-status"'))!.getFgColor(), 2);
 });
 
+void test("log lines in the colour of their level", async (t) => {
+  const { app, screen, settled } = start(t);
+  app.add({ kind: "log", level: "warn", text: "careful", time: 0 });
+  app.add({ kind: "log", level: "error", text: "broken", time: 0 });
+  const lines = await settled();
+  const colour = (row: number, text: string): number =>
+    screen.terminal.buffer.active.getLine(row)!.getCell(lines[row]!.indexOf(text))!.getFgColor();
+  assert.equal(colour(8, "careful"), 3); // yellow
+  assert.equal(colour(9, "broken"), 1); // red
+});
+
 void test("an explicit id is kept; invalid JSON stays in the input and is not sent", async (t) => {
   const { app, sent, settled } = start(t);
   app.input('{"execute": "x", "id": 7}\r');

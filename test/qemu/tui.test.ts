@@ -368,3 +368,27 @@ void test(
     assert.match(pty.screen.text(), /^qmp tui: Error: boom in the UI$/m);
   },
 );
+
+void test(
+  "the history file: inputs kept (not a secret), recalled with Up next time",
+  T,
+  async (t) => {
+    const qemu = await startQemu(t);
+    const file = join(tempDir(t), "history");
+    let pty = await startTui(t, ["--history", file, qemu.socketPath]);
+    pty.write("query-status\r");
+    await waitForPane(pty, /"id": "tui-1"\}/);
+    pty.write("set_password protocol=vnc password=hunter2\r");
+    await waitForPane(pty, /"id": "tui-2"\}/);
+    await leave(pty, ESC);
+    const { readFileSync, statSync } = await import("node:fs");
+    assert.equal(readFileSync(file, "utf8"), "query-status\n");
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    pty = await startTui(t, ["--history", file, qemu.socketPath]);
+    pty.write("\x1b[A");
+    await pty.waitFor(() => pty.screen.lines().includes("› query-status"), {
+      what: "the recalled line",
+    });
+    await leave(pty, ESC);
+  },
+);
