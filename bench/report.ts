@@ -2,6 +2,7 @@
 
 import { VARIANTS, type VariantId } from "./clients.js";
 import type { MicroResult } from "./micro.js";
+import type { MuxResult } from "./mux.js";
 import { TYPECHECK_TARGET, type TypecheckResult } from "./typecheck.js";
 import type { Metric, RowResult } from "./workloads.js";
 
@@ -23,6 +24,7 @@ export interface BenchReport {
   micro: MicroResult[];
   /** Type-checking a typed program against an untyped one (absent from older results). */
   typecheck?: TypecheckResult | undefined;
+  mux?: MuxResult | undefined;
 }
 
 export const README_START = "<!-- bench:start -->";
@@ -199,6 +201,24 @@ function typecheckTable(tc: TypecheckResult, markdown: boolean): string {
   );
 }
 
+/** The mux section: each line's two sides, their ratio against its target; memory per client. */
+function muxTable(mux: MuxResult, markdown: boolean): string {
+  const n = (v: number): string => Math.round(v).toLocaleString("en");
+  const body = mux.lines.map((l) => [
+    l.label,
+    `${l.baseLabel}: ${n(l.base)} ${l.metric}`,
+    `${l.muxLabel}: ${n(l.muxed)} ${l.metric}`,
+    `${l.ratio.toFixed(2)}×`,
+    l.target === undefined ? "" : `≥ ${l.target.toFixed(2)}×`,
+    l.target === undefined ? "" : l.ratio >= l.target ? "PASS" : "FAIL",
+  ]);
+  const memory = `The mux process's RSS grows by ${mux.rssPerClientKB.toFixed(1)} KB per connected client (${mux.clients} idle clients, negotiated).`;
+  return (
+    table(["qmp mux, real QEMU", "without", "with", "ratio", "target", "result"], body, markdown) +
+    `\n\n${markdown ? "" : "  "}${memory}`
+  );
+}
+
 /** The console report: table, PASS/FAIL summary, notes, micro-benchmarks. */
 export function textReport(report: BenchReport): string {
   const parts = [`# qmp bench — ${machineLine(report.machine)}`, ""];
@@ -218,6 +238,10 @@ export function textReport(report: BenchReport): string {
   if (report.typecheck !== undefined) {
     parts.push("## typed QAPI at compile time", "");
     parts.push(typecheckTable(report.typecheck, false), "");
+  }
+  if (report.mux !== undefined) {
+    parts.push("## qmp mux", "");
+    parts.push(muxTable(report.mux, false), "");
   }
   return parts.join("\n");
 }
@@ -243,6 +267,13 @@ export function markdownReport(report: BenchReport): string {
       "",
     );
     parts.push(typecheckTable(report.typecheck, true), "");
+  }
+  if (report.mux !== undefined) {
+    parts.push(
+      "What `qmp mux` costs (the command in a process of its own, QMPClients through it; medians of alternated rounds):",
+      "",
+    );
+    parts.push(muxTable(report.mux, true), "");
   }
   return parts.join("\n").trimEnd();
 }

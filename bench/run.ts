@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { VARIANTS, type VariantId } from "./clients.js";
 import { type MicroResult, runMicro } from "./micro.js";
 import { type TypecheckResult, runTypecheck } from "./typecheck.js";
+import { type MuxResult, runMuxBench } from "./mux.js";
 import {
   buildSchema,
   captureSchema,
@@ -74,7 +75,7 @@ function parseOptions(): {
     process.exit(0);
   }
   const only = values.only === undefined ? undefined : new Set(values.only.split(","));
-  const known = new Set([...ROWS.map((r) => r.id), "micro", "typecheck"]);
+  const known = new Set([...ROWS.map((r) => r.id), "micro", "typecheck", "mux"]);
   for (const id of only ?? []) {
     if (!known.has(id)) throw new Error(`Unknown row "${id}"\n${USAGE}`);
   }
@@ -104,13 +105,14 @@ function shortQemu(line: string | undefined): string {
 async function main(): Promise<void> {
   const options = parseOptions();
   if (options.list) {
-    console.log([...ROWS.map((r) => r.id), "micro", "typecheck"].join("\n"));
+    console.log([...ROWS.map((r) => r.id), "micro", "typecheck", "mux"].join("\n"));
     return;
   }
   const started = performance.now();
   const selected = ROWS.filter((r) => options.only?.has(r.id) ?? true);
   const wantMicro = options.only?.has("micro") ?? true;
   const wantTypecheck = options.only?.has("typecheck") ?? true;
+  const wantMux = options.only?.has("mux") ?? true;
   const qemuLine = await qemuVersionLine();
   const dir = tempDir();
   let qemu: Qemu | undefined;
@@ -118,6 +120,7 @@ async function main(): Promise<void> {
   const rows: RowResult[] = [];
   let micro: MicroResult[] = [];
   let typecheck: TypecheckResult | undefined;
+  let mux: MuxResult | undefined;
   try {
     if (qemuLine !== undefined) {
       qemu = await startQemu(dir, VARIANTS.length).catch((err: unknown) => {
@@ -167,6 +170,12 @@ async function main(): Promise<void> {
       typecheck = runTypecheck(options.rounds);
       log(`typecheck: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     }
+    if (wantMux && qemuLine !== undefined) {
+      const t0 = performance.now();
+      log("mux: running…");
+      mux = await runMuxBench(dir, options.rounds, options.scale);
+      log(`mux: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
   } finally {
     await fake?.stop();
     await qemu?.stop();
@@ -187,6 +196,7 @@ async function main(): Promise<void> {
     rows,
     micro,
     typecheck,
+    mux,
   };
   console.log(textReport(report));
   const markdown = markdownReport(report);

@@ -110,3 +110,11 @@ export { redact, REDACTED, type Logger, type CallOptions } from "./util.js";
 export { parseTranscript, readTranscript, type TranscriptEntry } from "./transcript.js";
 export { type RetryInfo, type RetryOptions } from "./retry.js";
 export { QMPSupervisor, type SupervisorOptions, type SupervisorEvents } from "./supervisor.js";
+export {
+  QMPMux,
+  type QMPMuxOptions,
+  type MuxListenOptions,
+  type MuxEvents,
+  type MuxClientInfo,
+} from "./mux/mux.js";
+export { type MuxPolicy, READ_ONLY_COMMANDS } from "./mux/policy.js";

@@ -572,7 +572,7 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
     // Commit.
     const call = this.#calls.open(message, assignId, fds);
     this.send(call);
-    if (signal === undefined && timeout === undefined) return call.reply;
+    if (signal === undefined && (timeout === undefined || timeout === Infinity)) return call.reply;
     // Named only now: a call without a deadline builds no text for one.
     const command = message.execute ?? message["exec-oob"];
     const what = typeof command === "string" ? `${method}('${command}')` : `${method}()`;

@@ -4,6 +4,7 @@ import { CODEGEN_HELP, runCodegen } from "./codegen.js";
 import { ExitStatus, version, writeLine } from "./common.js";
 import { EVENTS_HELP, runEvents } from "./events.js";
 import { EXEC_HELP, runExec } from "./exec.js";
+import { MUX_HELP, runMux } from "./mux.js";
 import { SHELL_HELP, type ShellIO, WRAP_HELP, runShell, runWrap } from "./shell.js";
 import { TUI_HELP, runTui } from "./tui/tui.js";
 
@@ -19,6 +20,7 @@ Commands:
   exec [ADDRESS] COMMAND [key=value ...]    run one QMP command, print its return value as JSON
   events [ADDRESS]                          print QMP events as JSON lines
   codegen [ADDRESS] -o FILE.ts              write TypeScript types for a QEMU's QAPI schema
+  mux [UPSTREAM] --listen ADDRESS ...       share one QMP monitor among many clients
 
 ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT; when it is left
 out, the QMP_SOCKET environment variable gives it.
@@ -34,6 +36,7 @@ Run "qmp COMMAND --help" for a command's options and exit statuses.
 export const HELP: Readonly<Record<string, string>> = {
   codegen: CODEGEN_HELP,
   exec: EXEC_HELP,
+  mux: MUX_HELP,
   events: EVENTS_HELP,
   shell: SHELL_HELP,
   tui: TUI_HELP,
@@ -70,6 +73,8 @@ export async function main(argv: string[], io: ShellIO = processIO()): Promise<n
       return runTui(rest, io);
     case "codegen":
       return runCodegen(rest, io);
+    case "mux":
+      return withStopSignal((stop) => runMux(rest, io, stop));
     case "wrap":
       return runWrap(rest, io);
     default:

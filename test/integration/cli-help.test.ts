@@ -64,7 +64,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.deepEqual(commands, table);
   assert.deepEqual(
     commands.map((c) => c.split(" ")[1]),
-    ["shell", "tui", "wrap", "exec", "events", "codegen"],
+    ["shell", "tui", "wrap", "exec", "events", "codegen", "mux"],
   );
   assert.deepEqual(helpOptions(r.stdout), ["-h, --help", "-V, --version"]);
   assert.match(r.stdout, /^ {2}-h, --help {8}show this help$/m);
@@ -73,7 +73,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.ok(cli.includes("`QMP_SOCKET`") && r.stdout.includes("QMP_SOCKET"));
 });
 
-for (const command of ["exec", "events", "shell", "tui", "wrap", "codegen"]) {
+for (const command of ["exec", "events", "shell", "tui", "wrap", "codegen", "mux"]) {
   void test(`qmp ${command} --help matches the README's options table`, async (t) => {
     const r = await qmp(t, [command, "--help"]);
     assert.equal(r.code, 0);
