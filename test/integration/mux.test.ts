@@ -122,3 +122,18 @@ void test(
     assert.deepEqual(c.received, []);
   },
 );
+
+void test(
+  "a TCP socket on loopback, port 0: the real port is returned and served",
+  T,
+  async (t) => {
+    const { mux } = await setUp(t);
+    const address = await mux.listen({ host: "127.0.0.1", port: 0 });
+    assert.ok(typeof address === "object" && address.port > 0);
+    const client = new QMPClient();
+    t.after(() => client.destroy());
+    await client.connect(address);
+    assert.deepEqual(await client.execute("query-status"), { status: "running", running: true });
+    assert.deepEqual(mux.addresses.length, 2);
+  },
+);

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
 import { parseMuxArgs } from "../../src/cli/mux.js";
-import { type CliRun, qmp, runQmp } from "../helpers/cli.js";
+import { type CliRun, QMP_BIN, ROOT, qmp, runQmp, withoutSocket } from "../helpers/cli.js";
+import { spawnInPty } from "../helpers/pty.js";
 import { LineClient } from "../helpers/line-client.js";
 import {
   QEMU_BASE_ARGS,
@@ -15,6 +16,7 @@ import {
   qmpArgs,
   startQemu,
   tempDir,
+  withHomeDir,
 } from "../helpers/qemu.js";
 
 const T = { timeout: 60_000 };
@@ -169,3 +171,24 @@ void test(
     assert.match(nobody.stderr, /^qmp mux: cannot connect to .*none\.sock/);
   },
 );
+
+void test("qmp tui through a mux address", T, async (t) => {
+  const qemu = await startQemu(t);
+  const path = join(tempDir(t), "mux.sock");
+  await startMux(t, [qemu.socketPath, "-l", path], 1);
+  const pty = await withHomeDir(t, (home) =>
+    spawnInPty(t, process.execPath, [QMP_BIN, "tui", "--history", "", path], {
+      env: withoutSocket({ HOME: home }),
+      cwd: ROOT,
+      cols: 160,
+      rows: 30,
+    }),
+  );
+  await pty.waitFor(/^\[Connected QEMU /m, { what: "connected" });
+  pty.write("query-status\r");
+  await pty.waitFor(/← \{"return": \{.*"status": "running".*\}, "id": "tui-1"\}/, {
+    what: "the reply",
+  });
+  pty.write("\x03");
+  assert.deepEqual(await pty.done, { code: 0, signal: null });
+});
