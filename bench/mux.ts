@@ -4,11 +4,10 @@
 // The mux is the command (`qmp mux`) in a process of its own, as deployed; the clients are
 // QMPClients in this process. Rounds alternate the two sides; medians are kept.
 
-import { readFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { QMPClient } from "../src/index.js";
+import { QMPClient, QMPMux } from "../src/index.js";
 import { kill, spawnTracked, startQemu } from "./peers.js";
 
 const QMP_BIN = fileURLToPath(new URL("../../bin/qmp.js", import.meta.url));
@@ -30,8 +29,8 @@ export interface MuxLine {
 /** The mux section of the report. */
 export interface MuxResult {
   lines: MuxLine[];
-  /** The mux process's RSS growth per connected (negotiated, idle) client. */
-  rssPerClientKB: number;
+  /** A QMPMux's heap growth per connected client (negotiated, idle), in KB. */
+  heapPerClientKB: number;
   clients: number;
 }
 
@@ -53,12 +52,6 @@ async function seq(client: QMPClient, n: number): Promise<number> {
   return n / ((performance.now() - t0) / 1000);
 }
 
-/** The RSS of process `pid`, in bytes. */
-function rss(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return Number(m?.[1] ?? 0) * 1024;
-}
-
 /** A raw socket that negotiates, then never reads: its replies and events pile up. */
 async function stalledClient(path: string): Promise<net.Socket> {
   const socket = net.connect(path);
@@ -70,6 +63,61 @@ async function stalledClient(path: string): Promise<net.Socket> {
   // Schema replies (200 KB each) fill its socket buffer: from then on the mux holds its output.
   for (let i = 0; i < 20; i++) socket.write('{"execute":"query-qmp-schema"}\n');
   return socket;
+}
+
+/** A child process's script: open `count` connections to `path`, negotiate each, say "ready", wait. */
+const HOLDER = `
+const net = require("node:net");
+const [path, count] = process.argv.slice(1);
+let ready = 0;
+for (let i = 0; i < Number(count); i++) {
+  const s = net.connect(path);
+  s.on("error", () => {});
+  let stage = 0;
+  s.on("data", () => {
+    if (stage === 0) { stage = 1; s.write('{"execute":"qmp_capabilities"}\\n'); }
+    else if (stage === 1) { stage = 2; if (++ready === Number(count)) process.stdout.write("ready\\n"); }
+  });
+}
+process.stdin.on("end", () => process.exit(0));
+process.stdin.resume();
+`;
+
+/**
+ * The heap a QMPMux (in this process) grows by for `count` clients
+ * that connect and negotiate from another process and then stay idle.
+ */
+async function muxMemory(
+  upstreamPath: string,
+  path: string,
+  count: number,
+): Promise<{ heap: number }> {
+  const upstream = await connected(upstreamPath);
+  const mux = new QMPMux(upstream);
+  await mux.listen(path);
+  const gcNow = (globalThis as { gc?: () => void }).gc ?? (() => {});
+  gcNow();
+  const before = process.memoryUsage();
+  const holder = spawnTracked(
+    process.execPath,
+    ["-e", HOLDER, path, String(count)],
+    ["pipe", "pipe", "inherit"],
+  );
+  try {
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout!.once("data", () => resolve());
+      holder.once("exit", (code) => reject(new Error(`the client holder exited (${code})`)));
+    });
+    gcNow();
+    const after = process.memoryUsage();
+    // The heap, not the RSS: V8 reuses pages it already has, so the RSS barely moves.
+    return { heap: after.heapUsed - before.heapUsed };
+  } finally {
+    holder.stdin!.end();
+    await kill(holder);
+    await mux.close();
+    await upstream.destroy();
+  }
 }
 
 /** Connect a QMPClient to `path`. */
@@ -85,7 +133,7 @@ async function connected(path: string): Promise<QMPClient> {
  */
 export async function runMuxBench(dir: string, rounds: number, scale: number): Promise<MuxResult> {
   const n = Math.max(50, Math.round(1000 * scale));
-  const qemu = await startQemu(dir, 2);
+  const qemu = await startQemu(dir, 3);
   const muxPath = join(dir, "mux.sock");
   const mux = spawnTracked(
     process.execPath,
@@ -111,21 +159,21 @@ export async function runMuxBench(dir: string, rounds: number, scale: number): P
     await seq(direct, 100);
     await seq(viaMux, 100);
 
-    // Seq round trips: straight vs through the mux, then through the mux with a stalled client.
+    // Seq round trips, alternated: straight; through the mux; through the mux with a client
+    // connected that never reads (a fresh one each round, its socket full of replies, events
+    // coming meanwhile: its share is held, then dropped).
     const s = { direct: [] as number[], mux: [] as number[], stalled: [] as number[] };
     for (let r = 0; r < rounds; r++) {
       s.direct.push(await seq(direct, n));
       s.mux.push(await seq(viaMux, n));
-    }
-    const stalled = await stalledClient(muxPath);
-    cleanup.push(() => void stalled.destroy());
-    // Events keep coming meanwhile (the stalled client's share is held, then dropped).
-    for (let r = 0; r < rounds; r++) {
-      await viaMux.execute("stop");
-      await viaMux.execute("cont");
+      const stalled = await stalledClient(muxPath);
+      for (let i = 0; i < 20; i++) {
+        await viaMux.execute("stop");
+        await viaMux.execute("cont");
+      }
       s.stalled.push(await seq(viaMux, n));
+      stalled.destroy();
     }
-    stalled.destroy();
 
     // Events fanned out to 10 clients through the mux, against one client straight to QEMU.
     const k = Math.max(20, Math.round(200 * scale));
@@ -155,13 +203,9 @@ export async function runMuxBench(dir: string, rounds: number, scale: number): P
       }
     }
 
-    // Memory: the mux's RSS growth for 200 more clients, negotiated and idle.
-    const clients = 200;
-    global.gc?.();
-    const before = rss(mux.pid!);
-    const idle = await Promise.all(Array.from({ length: clients }, () => connected(muxPath)));
-    cleanup.push(() => Promise.all(idle.map((c) => c.destroy())).then(() => {}));
-    const after = rss(mux.pid!);
+    // Memory: a QMPMux in this process, and 500 idle clients negotiated from another process.
+    const clients = 500;
+    const memory = await muxMemory(qemu.paths[2]!, join(dir, "mem.sock"), clients);
     const line = (
       label: string,
       metric: string,
@@ -204,7 +248,7 @@ export async function runMuxBench(dir: string, rounds: number, scale: number): P
           "10 clients through the mux",
         ),
       ],
-      rssPerClientKB: (after - before) / clients / 1024,
+      heapPerClientKB: memory.heap / clients / 1024,
       clients,
     };
   } finally {

@@ -212,7 +212,7 @@ function muxTable(mux: MuxResult, markdown: boolean): string {
     l.target === undefined ? "" : `≥ ${l.target.toFixed(2)}×`,
     l.target === undefined ? "" : l.ratio >= l.target ? "PASS" : "FAIL",
   ]);
-  const memory = `The mux process's RSS grows by ${mux.rssPerClientKB.toFixed(1)} KB per connected client (${mux.clients} idle clients, negotiated).`;
+  const memory = `Memory: a QMPMux's heap grows by ${mux.heapPerClientKB.toFixed(1)} KB per connected client (${mux.clients} idle clients, negotiated, from another process).`;
   return (
     table(["qmp mux, real QEMU", "without", "with", "ratio", "target", "result"], body, markdown) +
     `\n\n${markdown ? "" : "  "}${memory}`
