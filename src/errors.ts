@@ -21,7 +21,8 @@ export type QMPErrorCode =
   | ConnectCancelledError["code"]
   | ValidationError["code"]
   | TranscriptError["code"]
-  | TranscriptMismatchError["code"];
+  | TranscriptMismatchError["code"]
+  | JobError["code"];
 
 /** Codes of {@link TransportError} and its subclasses. */
 export type TransportErrorCode = "QMP_ERR_TRANSPORT" | "QMP_ERR_ADDRESS_IN_USE";
@@ -488,4 +489,39 @@ export function describe(err: unknown): string {
 /** An Error for any thrown value: the value itself when it is one. */
 export function toError(value: unknown): Error {
   return value instanceof Error ? value : new QMPError(`Non-error thrown: ${String(value)}`);
+}
+
+/** What {@link JobError} tells of the job. */
+export interface FailedJob {
+  /** The job's id. */
+  id: string;
+  /** Its type (`backup`, `mirror`, …). */
+  type: string;
+  /** QEMU's error text. */
+  error: string;
+}
+
+/**
+ * A job started by `runJob()` failed: `desc` is QEMU's error text (read
+ * before the job was dismissed, when QEMU forgets it).
+ */
+export class JobError extends QMPError {
+  override readonly name: string = "JobError";
+  override readonly code = "QMP_ERR_JOB" as const;
+  /** The command that started the job. */
+  readonly command: string;
+  /** The job's id. */
+  readonly jobId: string;
+  /** The job's type. */
+  readonly jobType: string;
+  /** QEMU's error text. */
+  readonly desc: string;
+
+  constructor(command: string, job: FailedJob, options?: ErrorOptions) {
+    super(`The ${job.type} job ${job.id} (${command}) failed: ${job.error}`, options);
+    this.command = command;
+    this.jobId = job.id;
+    this.jobType = job.type;
+    this.desc = job.error;
+  }
 }

@@ -78,6 +78,8 @@ export {
   SyncError,
   TranscriptError,
   TranscriptMismatchError,
+  JobError,
+  type FailedJob,
   type ValidationProblem,
   type ProcessExit,
   type TransportErrorCode,
@@ -110,6 +112,7 @@ export { redact, REDACTED, type Logger, type CallOptions } from "./util.js";
 export { parseTranscript, readTranscript, type TranscriptEntry } from "./transcript.js";
 export { type RetryInfo, type RetryOptions } from "./retry.js";
 export { QMPSupervisor, type SupervisorOptions, type SupervisorEvents } from "./supervisor.js";
+export { type JobInfo, type JobProgress, type JobStatus, type RunJobOptions } from "./jobs.js";
 export {
   QMPMux,
   type QMPMuxOptions,

@@ -39,6 +39,7 @@ import {
   isGreeting,
 } from "./message.js";
 import { checkFds } from "./fd-passing.js";
+import { type JobInfo, type RunJobOptions, executeAndWait, runJob } from "./jobs.js";
 import { type AnyListener, Listeners } from "./listeners.js";
 import { type CommandInfo, LiveSchema, commandInfo } from "./qapi/live.js";
 import type { Schema } from "./qapi/schema.js";
@@ -242,23 +243,35 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
   ): Promise<{ return: unknown; event: NamedEvent }> {
     checkCallOptions(options);
     const timeout = options.timeout ?? this.defaultTimeout;
-    const { signal, dispose } = deadline(
-      { signal: options.signal, timeout },
-      `executeAndWait('${String(command)}')`,
-    );
-    using listener = this.untyped.listener(options.event, options.filter);
-    try {
-      const result = await this.untyped.execute(command, args as object | undefined, {
-        oob: options.oob,
-        fds: options.fds,
-        signal,
-        timeout: Infinity,
-      });
-      const event = await listener.get({ signal });
-      return { return: result, event };
-    } finally {
-      dispose();
-    }
+    return executeAndWait(this.untyped, command, args, { ...options, timeout });
+  }
+
+  /**
+   * Run a job-starting command (`blockdev-backup`, `block-stream`,
+   * `block-commit`, `blockdev-mirror`, `blockdev-create`, `snapshot-save`,
+   * …) to its end: it is sent with a `job-id` (made up unless `args` gives
+   * one), after the listener of its events is in place; the job is followed
+   * through its states (`onProgress` is told `{ current, total, status }`
+   * at each change and every `interval` ms), completed when it becomes
+   * `ready` (a mirror), finalized when it waits for that, and dismissed
+   * once its end is read. Resolves with the job as `query-jobs` last showed
+   * it. Aborting (`signal`, `timeout`) cancels the job and waits for it.
+   *
+   * @throws {JobError} when the job fails: QEMU's error text in `desc`.
+   * @throws what {@link execute} throws when the command is refused.
+   * @throws the signal's reason, or a `TimeoutError`, once the job is cancelled.
+   */
+  runJob<K extends CommandName<Q>>(
+    command: K,
+    args?: CommandArgsParam<Q, K>,
+    options?: RunJobOptions,
+  ): Promise<JobInfo>;
+  async runJob(command: string, args?: unknown, options: RunJobOptions = {}): Promise<JobInfo> {
+    const timeout = options.timeout ?? this.defaultTimeout;
+    return runJob(this.untyped, command, args as Record<string, unknown> | undefined, {
+      ...options,
+      timeout,
+    });
   }
 
   /**

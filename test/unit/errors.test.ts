@@ -31,6 +31,7 @@ import {
   UnexpectedTypeError,
   TranscriptError,
   TranscriptMismatchError,
+  JobError,
 } from "../../src/index.js";
 
 type AnyErrorClass = abstract new (...args: never[]) => Error;
@@ -187,6 +188,12 @@ const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol:
     make: () =>
       new TranscriptMismatchError("m", { index: 3, line: 4 }, { execute: "stop" }, undefined),
     code: "QMP_ERR_TRANSCRIPT_MISMATCH",
+    protocol: false,
+  },
+  {
+    cls: JobError,
+    make: () => new JobError("blockdev-backup", { id: "j", type: "backup", error: "No space" }),
+    code: "QMP_ERR_JOB",
     protocol: false,
   },
 ];
@@ -381,4 +388,13 @@ void test("ValidationError: every problem in the message, the unknown command al
     { path: "", message: "QEMU has no command 'x-foo'" },
   ]);
   assert.equal(unknown.message, "QEMU has no command 'x-foo'");
+});
+
+void test("JobError: the job and QEMU's text in the message and fields", () => {
+  const e = new JobError("blockdev-backup", { id: "j1", type: "backup", error: "No space left" });
+  assert.equal(e.message, "The backup job j1 (blockdev-backup) failed: No space left");
+  assert.deepEqual(
+    [e.command, e.jobId, e.jobType, e.desc],
+    ["blockdev-backup", "j1", "backup", "No space left"],
+  );
 });
