@@ -22,7 +22,8 @@ export type QMPErrorCode =
   | ValidationError["code"]
   | TranscriptError["code"]
   | TranscriptMismatchError["code"]
-  | JobError["code"];
+  | JobError["code"]
+  | MigrationError["code"];
 
 /** Codes of {@link TransportError} and its subclasses. */
 export type TransportErrorCode = "QMP_ERR_TRANSPORT" | "QMP_ERR_ADDRESS_IN_USE";
@@ -523,5 +524,24 @@ export class JobError extends QMPError {
     this.jobId = job.id;
     this.jobType = job.type;
     this.desc = job.error;
+  }
+}
+
+/**
+ * A migration run by `migrate()` failed, or was cancelled by someone else:
+ * `desc` is QEMU's error description (`error-desc` of `query-migrate`).
+ */
+export class MigrationError extends QMPError {
+  override readonly name: string = "MigrationError";
+  override readonly code = "QMP_ERR_MIGRATION" as const;
+  /** How it ended: `failed` or `cancelled`. */
+  readonly status: string;
+  /** QEMU's description of what went wrong. */
+  readonly desc: string;
+
+  constructor(status: string, desc: string, options?: ErrorOptions) {
+    super(`The migration ${status === "failed" ? "failed" : "was cancelled"}: ${desc}`, options);
+    this.status = status;
+    this.desc = desc;
   }
 }

@@ -79,6 +79,7 @@ export {
   TranscriptError,
   TranscriptMismatchError,
   JobError,
+  MigrationError,
   type FailedJob,
   type ValidationProblem,
   type ProcessExit,
@@ -113,6 +114,12 @@ export { parseTranscript, readTranscript, type TranscriptEntry } from "./transcr
 export { type RetryInfo, type RetryOptions } from "./retry.js";
 export { QMPSupervisor, type SupervisorOptions, type SupervisorEvents } from "./supervisor.js";
 export { type JobInfo, type JobProgress, type JobStatus, type RunJobOptions } from "./jobs.js";
+export {
+  type MigrateOptions,
+  type MigrationInfo,
+  type MigrationProgress,
+  type MigrationStatus,
+} from "./migration.js";
 export {
   QMPMux,
   type QMPMuxOptions,

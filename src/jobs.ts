@@ -43,7 +43,15 @@ export interface JobInfo extends JobProgress {
   error?: string | undefined;
 }
 
-/** Options of `runJob()`. */
+/**
+ * Options of `QMPClient.runJob()`. The command is sent with a `job-id` (made
+ * up unless the arguments give one) once the listener of its events is in
+ * place; the job is followed through its states, completed when `ready` (a
+ * mirror), finalized when `pending` with `auto-finalize: false`, and
+ * dismissed once its end is read (block jobs are started with
+ * `auto-dismiss: false`: QEMU forgets a dismissed job's error). Aborting
+ * (`signal`, `timeout`) cancels the job and waits for it.
+ */
 export interface RunJobOptions extends CallOptions {
   /**
    * Told of the job's progress: at each status change, and every

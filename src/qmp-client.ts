@@ -40,6 +40,7 @@ import {
 } from "./message.js";
 import { checkFds } from "./fd-passing.js";
 import { type JobInfo, type RunJobOptions, executeAndWait, runJob } from "./jobs.js";
+import { type MigrateOptions, type MigrationInfo, migrate } from "./migration.js";
 import { type AnyListener, Listeners } from "./listeners.js";
 import { type CommandInfo, LiveSchema, commandInfo } from "./qapi/live.js";
 import type { Schema } from "./qapi/schema.js";
@@ -247,19 +248,13 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
   }
 
   /**
-   * Run a job-starting command (`blockdev-backup`, `block-stream`,
-   * `block-commit`, `blockdev-mirror`, `blockdev-create`, `snapshot-save`,
-   * …) to its end: it is sent with a `job-id` (made up unless `args` gives
-   * one), after the listener of its events is in place; the job is followed
-   * through its states (`onProgress` is told `{ current, total, status }`
-   * at each change and every `interval` ms), completed when it becomes
-   * `ready` (a mirror), finalized when it waits for that, and dismissed
-   * once its end is read. Resolves with the job as `query-jobs` last showed
-   * it. Aborting (`signal`, `timeout`) cancels the job and waits for it.
+   * Run a job-starting command (`blockdev-backup`, `blockdev-create`, …) to
+   * its end, with progress; resolves with the job as `query-jobs` last showed
+   * it (see {@link RunJobOptions} and the README's "Jobs").
    *
-   * @throws {JobError} when the job fails: QEMU's error text in `desc`.
-   * @throws what {@link execute} throws when the command is refused.
-   * @throws the signal's reason, or a `TimeoutError`, once the job is cancelled.
+   * @throws {JobError} when the job fails; what {@link execute} throws when
+   *   the command is refused; the signal's reason or a `TimeoutError` once
+   *   the job is cancelled.
    */
   runJob<K extends CommandName<Q>>(
     command: K,
@@ -272,6 +267,22 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
       ...options,
       timeout,
     });
+  }
+
+  /**
+   * Migrate to `target` (a URI, or `channels` on QEMU 8.2+) and follow it to
+   * `completed`, with progress (see {@link MigrateOptions}).
+   *
+   * @throws {MigrationError} when it fails; what {@link execute} throws when
+   *   `migrate` is refused; the signal's reason or a `TimeoutError` once the
+   *   migration is cancelled (`migrate_cancel`).
+   */
+  async migrate(
+    target: string | readonly object[],
+    options: MigrateOptions = {},
+  ): Promise<MigrationInfo> {
+    const timeout = options.timeout ?? this.defaultTimeout;
+    return migrate(this.untyped, target, { ...options, timeout });
   }
 
   /**

@@ -32,6 +32,7 @@ import {
   TranscriptError,
   TranscriptMismatchError,
   JobError,
+  MigrationError,
 } from "../../src/index.js";
 
 type AnyErrorClass = abstract new (...args: never[]) => Error;
@@ -194,6 +195,12 @@ const CASES: { cls: AnyErrorClass; make: () => QMPError; code: string; protocol:
     cls: JobError,
     make: () => new JobError("blockdev-backup", { id: "j", type: "backup", error: "No space" }),
     code: "QMP_ERR_JOB",
+    protocol: false,
+  },
+  {
+    cls: MigrationError,
+    make: () => new MigrationError("failed", "Unable to write to socket"),
+    code: "QMP_ERR_MIGRATION",
     protocol: false,
   },
 ];
