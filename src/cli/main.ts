@@ -5,6 +5,7 @@ import { ExitStatus, version, writeLine } from "./common.js";
 import { EVENTS_HELP, runEvents } from "./events.js";
 import { EXEC_HELP, runExec } from "./exec.js";
 import { MUX_HELP, runMux } from "./mux.js";
+import { QOM_HELP, runQom } from "./qom.js";
 import { SHELL_HELP, type ShellIO, WRAP_HELP, runShell, runWrap } from "./shell.js";
 import { TUI_HELP, runTui } from "./tui/tui.js";
 
@@ -21,6 +22,7 @@ Commands:
   events [ADDRESS]                          print QMP events as JSON lines
   codegen [ADDRESS] -o FILE.ts              write TypeScript types for a QEMU's QAPI schema
   mux [UPSTREAM] --listen ADDRESS ...       share one QMP monitor among many clients
+  qom SUBCOMMAND [ADDRESS] ...              the QOM tree: list, get, set, tree
 
 ADDRESS is a UNIX socket path, HOST:PORT or [IPV6]:PORT; when it is left
 out, the QMP_SOCKET environment variable gives it.
@@ -37,6 +39,7 @@ export const HELP: Readonly<Record<string, string>> = {
   codegen: CODEGEN_HELP,
   exec: EXEC_HELP,
   mux: MUX_HELP,
+  qom: QOM_HELP,
   events: EVENTS_HELP,
   shell: SHELL_HELP,
   tui: TUI_HELP,
@@ -73,6 +76,8 @@ export async function main(argv: string[], io: ShellIO = processIO()): Promise<n
       return runTui(rest, io);
     case "codegen":
       return runCodegen(rest, io);
+    case "qom":
+      return runQom(rest, io);
     case "mux":
       return withStopSignal((stop) => runMux(rest, io, stop));
     case "wrap":

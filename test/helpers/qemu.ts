@@ -31,9 +31,11 @@ export function storageDaemonBinary(): string {
  */
 export function qemuDataArgs(binary = qemuBinary()): string[] {
   const share = join(dirname(binary), "..", "share", "qemu");
-  return binary.includes("/") && existsSync(share) && share !== "/usr/share/qemu"
-    ? ["-L", share]
-    : [];
+  if (!binary.includes("/") || !existsSync(share) || share === "/usr/share/qemu") return [];
+  // An unpacked QEMU has its own data but not SeaBIOS (another package): the installed one's
+  // serves the machines that boot firmware (-machine pc).
+  const seabios = "/usr/share/seabios";
+  return existsSync(seabios) ? ["-L", share, "-L", seabios] : ["-L", share];
 }
 
 /** The base arguments of every test QEMU: no machine, no devices, no display. */

@@ -64,7 +64,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.deepEqual(commands, table);
   assert.deepEqual(
     commands.map((c) => c.split(" ")[1]),
-    ["shell", "tui", "wrap", "exec", "events", "codegen", "mux"],
+    ["shell", "tui", "wrap", "exec", "events", "codegen", "mux", "qom"],
   );
   assert.deepEqual(helpOptions(r.stdout), ["-h, --help", "-V, --version"]);
   assert.match(r.stdout, /^ {2}-h, --help {8}show this help$/m);
@@ -73,7 +73,7 @@ void test("qmp --help lists the commands of the README's table", async (t) => {
   assert.ok(cli.includes("`QMP_SOCKET`") && r.stdout.includes("QMP_SOCKET"));
 });
 
-for (const command of ["exec", "events", "shell", "tui", "wrap", "codegen", "mux"]) {
+for (const command of ["exec", "events", "shell", "tui", "wrap", "codegen", "mux", "qom"]) {
   void test(`qmp ${command} --help matches the README's options table`, async (t) => {
     const r = await qmp(t, [command, "--help"]);
     assert.equal(r.code, 0);
@@ -187,6 +187,12 @@ void test("usage errors are one line and a pointer to --help, exit 2", async (t)
     [["tui", "-r", "0"], "qmp tui: --retry-delay needs a positive number of seconds, got '0'"],
     [["tui", "--qemu", "q", "/run/vm.sock"], "qmp tui: --qemu is for the throwaway QEMU"],
     [["tui", "-l", ""], "qmp tui: --log-file needs a file name"],
+    [["qom"], "qmp qom: no subcommand given (list, get, set or tree)"],
+    [["qom", "walk", "x.sock"], "qmp qom: unknown subcommand 'walk'"],
+    [["qom", "get", "x.sock", "/machine"], "qmp qom: expected PATH.PROPERTY, got '/machine'"],
+    [["qom", "list", "x.sock"], "qmp qom: no ADDRESS given and QMP_SOCKET is not set"],
+    [["qom", "list", "--values", "x.sock", "/"], "qmp qom: --values is for qom tree"],
+    [["mux", "x.sock"], "qmp mux: no --listen address given"],
   ];
   for (const [args, message] of cases) {
     const r = await qmp(t, args, { stdin: "" });

@@ -158,10 +158,8 @@ void test(
   T,
   async (t) => {
     const env = privateTmp(t);
-    // An unpacked QEMU finds SeaBIOS (a package of its own) only where Debian put it.
-    const seabios = qemuDataArgs().length > 0 ? ["-L", "/usr/share/seabios"] : [];
+    // qemuCommand() has the -L of an unpacked QEMU, SeaBIOS's included.
     const command = qemuCommand([
-      ...seabios,
       "-machine",
       "q35",
       "-accel",
