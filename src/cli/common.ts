@@ -18,6 +18,8 @@ export const ExitStatus = {
   FAILED: 1,
   /** Bad usage, a connection error, or a timeout. */
   USAGE: 2,
+  /** Interrupted (Ctrl-C, SIGINT): long work was cancelled. */
+  INTERRUPTED: 130,
 } as const;
 
 /** One of {@link ExitStatus}. */
@@ -250,4 +252,15 @@ export function optionError(err: unknown): string {
     if (option !== undefined) return `unknown option '${option}'`;
   }
   return describe(err);
+}
+
+/** `value` as JSON text; a `bigint` (a guest agent's exact integer) as its digits. */
+export function toJson(value: unknown, pretty: boolean): string {
+  const mark = "\u0000";
+  const text = JSON.stringify(
+    value,
+    (_key, v: unknown) => (typeof v === "bigint" ? `${mark}${v}${mark}` : v),
+    pretty ? 2 : undefined,
+  );
+  return text.replace(/"\\u0000(-?\d+)\\u0000"/g, "$1");
 }

@@ -16,10 +16,12 @@ import {
   optionError,
   parseSeconds,
   resolveAddress,
+  toJson,
   usage,
   writeLine,
 } from "./common.js";
 import { ShellSyntaxError, TransactionBuilder, parseLine, parseTokens } from "./parse.js";
+import { waitFor } from "./wait.js";
 
 /** `qmp exec --help`. */
 export const EXEC_HELP = `Usage: qmp exec [options] [ADDRESS] COMMAND [key=value ...]
@@ -45,12 +47,21 @@ Options:
   -p, --pretty        indent the JSON output
   -v, --verbose       echo the message sent, as JSON, on stderr
       --record FILE   append a replayable transcript to FILE (secrets redacted)
+  -w, --wait          a job-starting command (or migrate): follow the job to its end
   -h, --help          show this help
+
+With --wait, a job-starting command (blockdev-backup, block-stream,
+blockdev-mirror, blockdev-create, snapshot-save, ...) is followed to its
+end with a progress bar on stderr (plain lines on a pipe), and the job as
+it ended printed; migrate is followed the same way. Ctrl-C cancels the job
+(or the migration), waits for it, and exits with 130.
 
 Exit status:
   0  success
-  1  QEMU (or the agent) answered with an error ("Class: description" on stderr)
+  1  QEMU (or the agent) answered with an error ("Class: description" on stderr),
+     or the job failed
   2  usage error, connection error or timeout
+  130  interrupted (Ctrl-C): the job was cancelled
 `;
 
 /**
@@ -65,6 +76,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     verbose: boolean;
     ga: string | undefined;
     record: string | undefined;
+    wait: boolean;
   };
   let words: string[];
   try {
@@ -78,6 +90,7 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
         pretty: { type: "boolean", short: "p", default: false },
         verbose: { type: "boolean", short: "v", default: false },
         record: { type: "string" },
+        wait: { type: "boolean", short: "w", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -91,8 +104,12 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
       verbose: parsed.values.verbose,
       ga: parsed.values.ga,
       record: parsed.values.record,
+      wait: parsed.values.wait,
     };
     if (options.record === "") throw new UsageError("--record needs a file name");
+    if (options.wait && options.ga !== undefined) {
+      throw new UsageError("--wait follows QEMU's jobs: it cannot go with --ga");
+    }
     words = parsed.positionals;
   } catch (err) {
     return usage(io, "exec", optionError(err));
@@ -156,6 +173,11 @@ export async function runExec(args: string[], io: CliIO): Promise<ExitStatus> {
     }
     if (options.verbose) writeLine(io.stderr, JSON.stringify(message));
     const name = String(message.execute ?? message["exec-oob"]);
+    if (options.wait && client instanceof QMPClient && !(client instanceof QGAClient)) {
+      const status = await waitFor(client, name, message, io, signal, options.pretty);
+      await client.disconnect().catch(() => {});
+      return status;
+    }
     let result: unknown;
     try {
       result =
@@ -219,15 +241,4 @@ function buildMessage(words: string[]): CommandMessage {
     throw new UsageError('the transaction is not closed: end it with ")"');
   }
   return result.message;
-}
-
-/** `value` as JSON text; a `bigint` (a guest agent's exact integer) as its digits. */
-function toJson(value: unknown, pretty: boolean): string {
-  const mark = "\u0000";
-  const text = JSON.stringify(
-    value,
-    (_key, v: unknown) => (typeof v === "bigint" ? `${mark}${v}${mark}` : v),
-    pretty ? 2 : undefined,
-  );
-  return text.replace(/"\\u0000(-?\d+)\\u0000"/g, "$1");
 }
