@@ -4,6 +4,7 @@ import { type JsonObject, type JsonValue, type QMPClient, Runstate } from "../in
 import { describe } from "./common.js";
 import { ShellSyntaxError, type TransactionBuilder, USAGE_LINE, parseLine } from "./parse.js";
 import { COMPLETION_TIMEOUT } from "./shell-completion.js";
+import { printTree, readTree } from "./qom-tree.js";
 import { errorLine, formatJson, hmpMessage, isObject, isQuit } from "./shell-messages.js";
 
 /** After this long without a reply, the shell says that Ctrl-C stops waiting. */
@@ -67,6 +68,8 @@ export class LineRunner {
     // A comment: for scripts fed on stdin, and notes in the history.
     if (line.trimStart().startsWith("#")) return;
     if (this.#options.hmp) return this.#handleHmp(line.trim());
+    const tree = /^\s*qom-tree(?:\s+(\S+))?\s*$/.exec(line);
+    if (tree !== null) return this.#qomTree(tree[1] ?? "/");
     let result;
     try {
       result = parseLine(line, this.#tx);
@@ -92,6 +95,17 @@ export class LineRunner {
     this.#printReply(reply);
     if (result.message["execute"] === "qmp_capabilities" && "return" in reply) {
       this.#out.negotiated();
+    }
+  }
+
+  /** The shell's own `qom-tree [PATH]`: the objects below PATH with their types. */
+  async #qomTree(path: string): Promise<void> {
+    try {
+      const out: string[] = [];
+      printTree(await readTree(this.#client, path, false), false, out);
+      this.#out.print(out.join("\n"));
+    } catch (err) {
+      this.#out.error(`Error: ${describe(err)}`);
     }
   }
 

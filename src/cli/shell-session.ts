@@ -13,6 +13,7 @@ import {
 import { LaunchError, type LaunchedQemu, launchQemu } from "./launch.js";
 import { TransactionBuilder } from "./parse.js";
 import { type LineCompleter, initialCompleter, loadCompleter } from "./shell-completion.js";
+import { QOM_TREE, completeQom } from "./qom-complete.js";
 import { LineRunner } from "./shell-lines.js";
 import { ExchangeLog, type LogRecord } from "./shell-log.js";
 import { HISTORY_SIZE, appendHistory, readHistory, trimHistory } from "./shell-history.js";
@@ -211,8 +212,7 @@ export class Shell {
       output: stdout,
       interactive: this.#interactive,
       // A Tab pressed before the completion data is in waits for it.
-      complete: (line) =>
-        this.#completionsLoaded.then(() => this.#completer(line, { transaction: this.#tx.active })),
+      complete: (line) => this.#completionsLoaded.then(() => this.#complete(line)),
       history: this.#interactive ? this.#loadHistory() : [],
       historySize: this.#interactive ? HISTORY_SIZE : 0,
     });
@@ -367,6 +367,25 @@ export class Shell {
   async #loadCompletions(): Promise<void> {
     const completer = await loadCompleter(this.#client, this.#options);
     if (completer !== undefined) this.#completer = completer;
+  }
+
+  /** Tab: QOM paths and properties read from QEMU, else the schema's completion (and `qom-tree`). */
+  async #complete(line: string): Promise<[string[], string]> {
+    if (!this.#options.hmp && !this.#options.ga) {
+      const qom = await completeQom(this.#client, line);
+      if (qom !== undefined) return qom;
+    }
+    const [candidates, on] = this.#completer(line, { transaction: this.#tx.active });
+    const word = line.trimStart();
+    if (
+      !this.#options.hmp &&
+      !this.#options.ga &&
+      !word.includes(" ") &&
+      QOM_TREE.startsWith(word)
+    ) {
+      return [[...candidates, `${QOM_TREE} `].sort(), on];
+    }
+    return [candidates, on];
   }
 
   /** The history to start with, newest first (readline's order); empty if there is no file. */

@@ -528,3 +528,28 @@ void test("--ga: the shell on a real qemu-ga, completion from guest-info", T, as
   assert.deepEqual(await pty.done, { code: 0, signal: null });
   assert.ok(qga.alive(), qga.log());
 });
+
+void test("QOM: Tab completes paths and property names; qom-tree prints the tree", T, async (t) => {
+  const qemu = await startQemu(t);
+  const pty = await startShell(t, ["--history", "", qemu.socketPath]);
+  await untilCompletionLoaded(pty);
+  await type(pty, "qom-list path=/mach");
+  await tab(pty, "(QEMU) qom-list path=/machine");
+  await type(pty, "/periph", "(QEMU) qom-list path=/machine/periph");
+  // peripheral and peripheral-anon: their common part.
+  await tab(pty, "(QEMU) qom-list path=/machine/peripheral");
+  await enter(pty, "", /"name": "type"/);
+  await type(pty, "qom-get path=/machine property=typ");
+  await tab(
+    pty,
+    "(QEMU) qom-get path=/machine property=type",
+    "(QEMU) qom-get path=/machine property=type ".length,
+  );
+  await enter(pty, "", /^\{"return": "none-machine"\}$/m);
+  await type(pty, "qom-tr");
+  await tab(pty, "(QEMU) qom-tree", "(QEMU) qom-tree ".length);
+  await type(pty, "/mach", "(QEMU) qom-tree /mach");
+  await tab(pty, "(QEMU) qom-tree /machine");
+  const tree = await enter(pty, "", /^\/machine\/unattached \(container\)$/m);
+  assert.match(tree, /^\/machine \(none-machine\)$/m);
+});
