@@ -63,6 +63,19 @@ export async function commands(qmp: QMPClient<QAPI>): Promise<void> {
   await qmp.execute("device_del", { id: "nic0", ids: "nic1" });
   // @ts-expect-error a wrong type
   await qmp.execute("device_del", { id: 7 });
+  // runJob() takes a command's arguments as execute() does.
+  const job = await qmp.runJob(
+    "blockdev-backup",
+    { device: "d0", target: "t0", sync: "full" },
+    { onProgress: (p) => void p.current },
+  );
+  const jobType: string = job.type;
+  void jobType;
+  // @ts-expect-error not a sync mode
+  await qmp.runJob("blockdev-backup", { device: "d0", target: "t0", sync: "everything" });
+  // @ts-expect-error not a command of QEMU 10.0
+  await qmp.runJob("blockdev-bakup", {});
+
   // Optional arguments may be left out.
   await qmp.execute("query-block");
   await qmp.execute("query-named-block-nodes", { flat: true });
