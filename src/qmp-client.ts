@@ -23,7 +23,7 @@ import type {
 } from "./qapi/typing.js";
 import { TLSSocket } from "node:tls";
 import { type Call, CallTable, type Reply, copyChecked, unwrap } from "./calls.js";
-import { GreetingError, MessageTooLargeError, NegotiationError, ProtocolError } from "./errors.js";
+import { GreetingError, MessageTooLargeError } from "./errors.js";
 import {
   type EventFilter,
   EventListener,
@@ -34,13 +34,13 @@ import {
   type CommandMessage,
   type Greeting,
   type JsonValue,
-  isErrorReply,
   isEvent,
   isGreeting,
 } from "./message.js";
 import { checkFds } from "./fd-passing.js";
 import { type JobInfo, type RunJobOptions, executeAndWait, runJob } from "./jobs.js";
 import { type MigrateOptions, type MigrationInfo, migrate } from "./migration.js";
+import { negotiate } from "./negotiation.js";
 import { type AnyListener, Listeners } from "./listeners.js";
 import { type CommandInfo, LiveSchema, commandInfo } from "./qapi/live.js";
 import type { Schema } from "./qapi/schema.js";
@@ -51,7 +51,6 @@ import {
   NO_OPTIONS,
   type QMPClientOptions,
   type RawOptions,
-  TLS_STALL_TIMEOUT,
   type WaitEventOptions,
   checkClientOptions,
   checkExecute,
@@ -427,46 +426,10 @@ export class QMPClient<Q extends QAPIShape = Untyped> extends Protocol<CommandMe
       if (stall !== undefined) this.logger.warn(`${this.#tag}${stall}`);
     }
     if (!this.#negotiate) return;
-    const offersOob = this.#greeting?.QMP.capabilities.includes("oob") ?? false;
-    const message: CommandMessage = { execute: "qmp_capabilities" };
-    if (offersOob) message.arguments = { enable: ["oob"] };
-    const what = "execute('qmp_capabilities')";
-    // A known stall must not hang the connect until the caller's timeout
-    // (or forever, without one): give it a few seconds, then say why.
-    const bounded =
-      stall === undefined
-        ? undefined
-        : deadline({ signal: attempt.signal, timeout: TLS_STALL_TIMEOUT }, what);
-    let reply: Reply;
-    try {
-      // connect()'s own deadline covers the call: it needs none of its own
-      // (a session that ends fails it), unless bounded for a TLS stall.
-      reply = await this.#call(
-        message,
-        true,
-        bounded !== undefined ? { signal: bounded.signal } : NO_OPTIONS,
-        "execute",
-        undefined,
-        true,
-      );
-    } catch (err) {
-      if (bounded !== undefined && !attempt.aborted && bounded.signal.aborted) {
-        throw new ProtocolError(
-          `No reply to qmp_capabilities within ${TLS_STALL_TIMEOUT} ms: ${stall}`,
-          { cause: err },
-        );
-      }
-      throw err;
-    } finally {
-      bounded?.dispose();
-    }
-    if (!("return" in reply)) {
-      const text = isErrorReply(reply)
-        ? `${reply.error.class}: ${reply.error.desc}`
-        : "a malformed reply";
-      throw new NegotiationError(`qmp_capabilities failed with ${text}`, reply);
-    }
-    this.#calls.startSession(offersOob);
+    const oob = await negotiate(this.#greeting, stall, attempt, (message, options) =>
+      this.#call(message, true, options, "execute", undefined, true),
+    );
+    this.#calls.startSession(oob);
     // Fetched now, so that every call can be checked before it is sent, in order.
     if (this.#validate) await this.#live.get(() => this.#fetchSchema(true));
   }
