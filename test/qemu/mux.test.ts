@@ -277,7 +277,9 @@ void test(
     qemu.process.kill("SIGSTOP");
     c.send({ execute: "query-status", id: "p" });
     await sent;
-    await qemu.kill();
+    // SIGKILL while stopped: QEMU must not get to answer (qemu.kill() sends SIGCONT first).
+    qemu.process.kill("SIGKILL");
+    await qemu.exited;
     const reply = await c.reply("p");
     assert.match((reply["error"] as { desc: string }).desc, /^qmp mux: /);
     await c.closed;
