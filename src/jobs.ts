@@ -239,7 +239,8 @@ export async function runJob(
       } else if (info.status === "pending" && finalize) {
         await client.untyped.execute("job-finalize", { id }, { timeout: Infinity });
       } else if (info.status === "concluded") {
-        if (dismiss) await client.untyped.execute("job-dismiss", { id }, { timeout: Infinity });
+        // Its end is read; a job that dismissed itself meanwhile is no error.
+        if (dismiss) await dismissJob(client, id);
         if (info.error !== undefined) throw new JobError(command, { ...info, error: info.error });
         return info;
       }
@@ -276,6 +277,15 @@ async function nextEvent(
   }
 }
 
+/** `job-dismiss`, unless the job is gone already (it dismissed itself). */
+async function dismissJob(client: QMPClient, id: string): Promise<void> {
+  try {
+    await client.untyped.execute("job-dismiss", { id }, { timeout: Infinity });
+  } catch (err) {
+    if ((await queryJob(client, id)) !== undefined) throw err;
+  }
+}
+
 /** Cancel job `id` (if it still runs) and wait, bounded, until it concluded; dismiss it then. */
 async function cancel(client: QMPClient, id: string, dismiss: boolean): Promise<void> {
   const until = Date.now() + CANCEL_WAIT;
@@ -294,7 +304,7 @@ async function cancel(client: QMPClient, id: string, dismiss: boolean): Promise<
     }
     if (info === undefined) return;
     if (info.status === "concluded") {
-      if (dismiss) await client.untyped.execute("job-dismiss", { id }).catch(() => {});
+      if (dismiss) await dismissJob(client, id).catch(() => {});
       return;
     }
     await pause(100, never);
