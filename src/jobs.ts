@@ -2,6 +2,7 @@
 // causes), and runJob (a job-starting command run to its end, with progress, finalize and
 // dismiss when the job needs them, its error read before QEMU forgets it, and cancel on abort).
 
+import { setTimeout as sleep } from "node:timers/promises";
 import { JobError } from "./errors.js";
 import type { JsonValue, QMPEvent } from "./message.js";
 import type { EventListener, NamedEvent } from "./events.js";
@@ -139,19 +140,6 @@ function jobOf(event: QMPEvent): unknown {
   return event.data?.["id"] ?? event.data?.["device"];
 }
 
-/** Resolve after `ms` or on abort, whichever first (never rejects). */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
 /**
  * Run a job-starting command to its end: see `QMPClient.runJob()`.
  *
@@ -260,10 +248,10 @@ export async function runJob(
 }
 
 /**
- * Wait for the listener's next event or `interval` ms, whichever first; the
- * signal's reason on abort.
+ * Wait for the listener's next event or `interval` ms, whichever first (the
+ * event, or undefined); the signal's reason on abort. Also migrate()'s wait.
  */
-async function nextEvent(
+export async function nextEvent(
   events: EventListener,
   signal: AbortSignal,
   interval: number,
@@ -294,7 +282,6 @@ async function cancel(client: QMPClient, id: string, dismiss: boolean): Promise<
   } catch {
     // Already concluded, or gone.
   }
-  const never = new AbortController().signal;
   while (Date.now() < until) {
     let info: JobInfo | undefined;
     try {
@@ -307,6 +294,6 @@ async function cancel(client: QMPClient, id: string, dismiss: boolean): Promise<
       if (dismiss) await dismissJob(client, id).catch(() => {});
       return;
     }
-    await pause(100, never);
+    await sleep(100);
   }
 }

@@ -1,8 +1,9 @@
 // Migration watched: `migrate` run to its end, with progress from query-migrate (events on, but
 // never waited on alone), QEMU's error on failure, and migrate_cancel on abort.
 
+import { setTimeout as sleep } from "node:timers/promises";
 import { MigrationError } from "./errors.js";
-import type { EventListener } from "./events.js";
+import { nextEvent } from "./jobs.js";
 import type { JsonValue } from "./message.js";
 import type { QMPClient } from "./qmp-client.js";
 import { type CallOptions, checkCallOptions, deadline, typeName } from "./util.js";
@@ -97,16 +98,6 @@ async function query(client: QMPClient): Promise<MigrationInfo & { error?: strin
   return toInfo(await client.execute("query-migrate", undefined, { timeout: Infinity }));
 }
 
-/** The next `MIGRATION` event or `interval` ms, whichever first; the signal's reason on abort. */
-async function next(events: EventListener, signal: AbortSignal, interval: number): Promise<void> {
-  try {
-    await events.get({ signal, timeout: interval });
-  } catch (err) {
-    if (signal.aborted) throw signal.reason;
-    if ((err as Error).name !== "TimeoutError") throw err;
-  }
-}
-
 /**
  * Migrate to `target` (a URI, or `channels` for QEMU 8.2+) and follow it to
  * its end: see `QMPClient.migrate()`.
@@ -178,7 +169,7 @@ export async function migrate(
       if (info.status === "failed" || info.status === "cancelled") {
         throw new MigrationError(info.status, info.error ?? `The migration was ${info.status}`);
       }
-      await next(events, signal, interval);
+      await nextEvent(events, signal, interval);
     }
   } catch (err) {
     if (!signal.aborted || !started) throw err;
@@ -205,6 +196,6 @@ async function cancel(client: QMPClient): Promise<void> {
       return;
     }
     if (FINAL.has(status) || status === "none") return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }

@@ -10,7 +10,7 @@ import { Editor } from "./editor.js";
 import { type Input, KeyDecoder } from "./keys.js";
 import { type Entry, Pane } from "./pane.js";
 import { type Frame, Screen } from "./screen.js";
-import { type Style, type StyledLine, cells, paint, plainText, wrap } from "./style.js";
+import { type Style, type StyledLine, cells, paint, wrap } from "./style.js";
 
 /** What the app needs from whoever runs it. */
 export interface AppHost {
@@ -38,6 +38,12 @@ export const KEYS_HELP = `Keys:
   In the history: Up/Down select, Enter fold/unfold, / search, n/N next/previous,
                   f filter events by name, e show/hide events, g/G top/bottom
   Ctrl+L         redraw     Esc, Ctrl+C, Ctrl+D (on an empty input)   leave`;
+
+/** The input's rows (each logical line wrapped after its prompt) and where its cursor is. */
+interface InputRows {
+  rows: StyledLine[];
+  cursor: { row: number; col: number };
+}
 
 /** A one-line prompt in the status bar: search or filter. */
 interface MiniPrompt {
@@ -161,7 +167,7 @@ export class App {
       if (ctrl && name === "l") return this.#screen.invalidate();
       if (name === "f1") return this.#help();
       if (name === "pageup" || name === "pagedown") {
-        const page = Math.max(1, this.#paneHeight() - 1);
+        const page = Math.max(1, this.#layout().paneHeight - 1);
         this.pane.scrollBy(name === "pageup" ? page : -page);
         return;
       }
@@ -182,7 +188,7 @@ export class App {
       const { name, ctrl, meta } = input;
       if (ctrl && name === "d" && this.editor.text === "") return this.#host.quit();
       if (name === "tab" && !ctrl && !meta) return this.#complete();
-      if (name === "enter" && !meta && !ctrl && this.#complete_(this.editor.text)) {
+      if (name === "enter" && !meta && !ctrl && wantsSend(this.editor.text)) {
         return this.#send();
       }
     }
@@ -284,16 +290,6 @@ export class App {
     }
   }
 
-  /** Whether Enter should send `text`: a command, or a JSON object whose braces are closed. */
-  #complete_(text: string): boolean {
-    const trimmed = text.trim();
-    if (trimmed === "") return false;
-    if (trimmed.startsWith("{")) return bracesClosed(trimmed);
-    const lines = trimmed.split("\n").map((l) => l.trim());
-    if (/^transaction\(\s*$/.test(lines[0]!)) return lines.at(-1) === ")";
-    return true;
-  }
-
   // ------------------------------------------------------------------ sending
 
   #send(): void {
@@ -331,7 +327,7 @@ export class App {
   }
 
   /** The input's rows: each logical line wrapped after its prompt. */
-  #inputRows(): { rows: StyledLine[]; cursor: { row: number; col: number } } {
+  #inputRows(): InputRows {
     const width = Math.max(1, this.#cols - 2);
     const rows: StyledLine[] = [];
     let cursor = { row: 0, col: 2 };
@@ -355,13 +351,17 @@ export class App {
     return { rows, cursor };
   }
 
-  #paneHeight(): number {
-    return Math.max(1, this.#rows - 1 - this.#inputHeight() - (this.#hint !== undefined ? 1 : 0));
-  }
-
-  #inputHeight(): number {
-    const wanted = this.#inputRows().rows.length;
-    return Math.max(1, Math.min(wanted, Math.floor(this.#rows / 3)));
+  /** The input's rows, and how the rows of the terminal are shared: input (a third at most), pane. */
+  #layout(): {
+    input: InputRows;
+    inputHeight: number;
+    paneHeight: number;
+  } {
+    const input = this.#inputRows();
+    const inputHeight = Math.max(1, Math.min(input.rows.length, Math.floor(this.#rows / 3)));
+    const hint = this.#hint !== undefined ? 1 : 0;
+    const paneHeight = Math.max(1, this.#rows - 1 - inputHeight - hint);
+    return { input, inputHeight, paneHeight };
   }
 
   #statusLine(): StyledLine {
@@ -386,14 +386,12 @@ export class App {
 
   #frame(): Frame {
     const cols = this.#cols;
-    const input = this.#inputRows();
-    const inputHeight = this.#inputHeight();
+    const { input, inputHeight, paneHeight } = this.#layout();
     // Keep the cursor's row in the input's view.
     if (input.cursor.row < this.#inputTop) this.#inputTop = input.cursor.row;
     if (input.cursor.row >= this.#inputTop + inputHeight)
       this.#inputTop = input.cursor.row - inputHeight + 1;
     this.#inputTop = Math.min(this.#inputTop, Math.max(0, input.rows.length - inputHeight));
-    const paneHeight = this.#paneHeight();
     const rows: string[] = [];
     for (const line of this.pane.render(cols, paneHeight)) rows.push(paint(line, cols));
     if (this.#hint !== undefined) rows.push(paint(this.#hint, cols));
@@ -468,4 +466,12 @@ export function toMessage(text: string): JsonObject {
   throw new Error("Not sent: the transaction is not closed with ')'");
 }
 
-export { plainText };
+/** Whether Enter should send `text`: a command, or a JSON object whose braces are closed. */
+export function wantsSend(text: string): boolean {
+  const trimmed = text.trim();
+  if (trimmed === "") return false;
+  if (trimmed.startsWith("{")) return bracesClosed(trimmed);
+  const lines = trimmed.split("\n").map((l) => l.trim());
+  if (/^transaction\(\s*$/.test(lines[0]!)) return lines.at(-1) === ")";
+  return true;
+}
